@@ -1,0 +1,29 @@
+"""Command line: ``python -m derivations verify [CLAIM_ID ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m derivations")
+    commands = parser.add_subparsers(dest="command", required=True)
+    verify = commands.add_parser("verify", help="prove every SymPy claim and print one row per claim")
+    verify.add_argument("ids", nargs="*", help="claim ids (default: all)")
+    verify.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    from .symbolic.verify import format_table, verify_all
+
+    try:
+        results = verify_all(args.ids or None, workers=args.workers)
+    except KeyError as error:
+        print(error.args[0], file=sys.stderr)
+        return 2
+    print(format_table(results))
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

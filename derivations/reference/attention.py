@@ -1,0 +1,177 @@
+"""Softmax and scaled dot-product attention: forward/backward pairs in float64.
+
+Every ``op(...)`` returns ``(out, cache)`` and ``op_backward(dout, cache)``
+returns the gradients of its inputs, in input order. The cache holds exactly
+what the backward pass needs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._checks import as_float64, require
+
+__all__ = ["softmax", "softmax_backward", "attention", "attention_backward"]
+
+
+def softmax(x, mask=None):
+    """Softmax over the last axis, stable for any finite input.
+
+    Parameters
+    ----------
+    x : array_like, shape ``[..., n]``
+    mask : array_like of bool, optional
+        Broadcastable to ``x.shape``; True where an entry takes part. Masked
+        entries get weight exactly 0. A row with every entry masked gives all
+        zeros (not NaN).
+
+    Returns
+    -------
+    y : ndarray, shape ``[..., n]``
+        Rows sum to 1 (0 for fully masked rows).
+    cache : tuple
+        ``(y,)``, all that :func:`softmax_backward` needs.
+
+    Examples
+    --------
+    >>> y, _ = softmax([1000.0, 1000.0, -1000.0])
+    >>> y.round(6).tolist()
+    [0.5, 0.5, 0.0]
+    >>> softmax([[1.0, 2.0]], mask=[[False, False]])[0].tolist()
+    [[0.0, 0.0]]
+    """
+    x = as_float64(x, "x")
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        require(np.broadcast_shapes(mask.shape, x.shape) == x.shape, f"mask {mask.shape} does not broadcast to x {x.shape}")
+        x = np.where(mask, x, -np.inf)
+    row_max = np.max(x, axis=-1, keepdims=True)
+    row_max = np.where(np.isfinite(row_max), row_max, 0.0)  # fully masked rows: avoid inf - inf
+    e = np.exp(x - row_max)  # exp(-inf) == 0 exactly
+    total = np.sum(e, axis=-1, keepdims=True)
+    y = np.divide(e, total, out=np.zeros_like(e), where=total > 0)
+    return y, (y,)
+
+
+def softmax_backward(dy, cache):
+    """Gradient of a loss through softmax: ``dx = y * (dy - rowsum(y * dy))``.
+
+    Parameters
+    ----------
+    dy : array_like, shape ``[..., n]``
+        Gradient of the loss with respect to the softmax output.
+    cache : tuple
+        From :func:`softmax`.
+
+    Returns
+    -------
+    dx : ndarray, shape ``[..., n]``
+        Exactly 0 wherever the forward weight was 0 (masked entries).
+
+    Examples
+    --------
+    >>> y, cache = softmax([0.0, 0.0])
+    >>> softmax_backward([1.0, 0.0], cache).tolist()
+    [0.25, -0.25]
+    """
+    (y,) = cache
+    dy = as_float64(dy, "dy")
+    require(dy.shape == y.shape, f"dy {dy.shape} does not match softmax output {y.shape}")
+    return y * (dy - np.sum(y * dy, axis=-1, keepdims=True))
+
+
+def attention(Q, K, V, mask=None):
+    """Scaled dot-product attention ``O = softmax(Q K^T / sqrt(d_k)) V``.
+
+    Parameters
+    ----------
+    Q : array_like, shape ``[..., n_q, d_k]``
+    K : array_like, shape ``[..., n_k, d_k]``
+    V : array_like, shape ``[..., n_k, d_v]``
+        Leading (batch, head) axes must broadcast against each other.
+    mask : array_like of bool, optional
+        Broadcastable to ``[..., n_q, n_k]``; True where query ``i`` may attend to
+        key ``j``. A query with no allowed key outputs zeros.
+
+    Returns
+    -------
+    O : ndarray, shape ``[..., n_q, d_v]``
+    cache : tuple
+        ``(Q, K, V, A)`` with ``A`` the attention weights ``[..., n_q, n_k]``.
+
+    Raises
+    ------
+    ValueError
+        If the shapes do not fit together; the message names them.
+
+    Examples
+    --------
+    >>> O, cache = attention([[1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]], [[1.0], [3.0]])
+    >>> cache[3].round(4).tolist()
+    [[0.6698, 0.3302]]
+    >>> O.round(4).tolist()
+    [[1.6605]]
+    """
+    Q, K, V = as_float64(Q, "Q"), as_float64(K, "K"), as_float64(V, "V")
+    require(Q.ndim >= 2 and K.ndim >= 2 and V.ndim >= 2, f"Q {Q.shape}, K {K.shape}, V {V.shape} need at least 2 axes")
+    require(Q.shape[-1] == K.shape[-1], f"Q {Q.shape} and K {K.shape} differ in d_k (last axis)")
+    require(K.shape[-2] == V.shape[-2], f"K {K.shape} and V {V.shape} differ in n_k (second-to-last axis)")
+    try:
+        np.broadcast_shapes(Q.shape[:-2], K.shape[:-2], V.shape[:-2])
+    except ValueError:
+        raise ValueError(f"leading axes of Q {Q.shape}, K {K.shape}, V {V.shape} do not broadcast") from None
+    scores = Q @ np.swapaxes(K, -1, -2) / np.sqrt(Q.shape[-1])
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        try:
+            np.broadcast_to(mask, scores.shape)
+        except ValueError:
+            raise ValueError(f"mask {mask.shape} does not broadcast to scores {scores.shape}") from None
+    A, _ = softmax(scores, mask)
+    return A @ V, (Q, K, V, A)
+
+
+def attention_backward(dO, cache):
+    """Backward pass of :func:`attention`.
+
+    ``dV = A^T dO``, ``dA = dO V^T``, ``dS = A * (dA - rowsum(A * dA))``,
+    ``dQ = dS K / sqrt(d_k)``, ``dK = dS^T Q / sqrt(d_k)``. Gradients of broadcast
+    leading axes are summed back to each input's own shape.
+
+    Parameters
+    ----------
+    dO : array_like, shape ``[..., n_q, d_v]``
+    cache : tuple
+        From :func:`attention`.
+
+    Returns
+    -------
+    dQ, dK, dV : ndarray
+        Same shapes as ``Q``, ``K``, ``V``.
+
+    Examples
+    --------
+    >>> O, cache = attention([[1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]], [[1.0], [3.0]])
+    >>> dQ, dK, dV = attention_backward([[1.0]], cache)
+    >>> dV.round(4).tolist()
+    [[0.6698], [0.3302]]
+    """
+    Q, K, V, A = cache
+    dO = as_float64(dO, "dO")
+    expected = A.shape[:-1] + (V.shape[-1],)
+    require(dO.shape == expected, f"dO {dO.shape} does not match the output shape {expected}")
+    scale = 1.0 / np.sqrt(Q.shape[-1])
+    dV = np.swapaxes(A, -1, -2) @ dO
+    dA = dO @ np.swapaxes(V, -1, -2)
+    dS = A * (dA - np.sum(A * dA, axis=-1, keepdims=True))
+    dQ = dS @ K * scale
+    dK = np.swapaxes(dS, -1, -2) @ Q * scale
+    return _sum_to(dQ, Q.shape), _sum_to(dK, K.shape), _sum_to(dV, V.shape)
+
+
+def _sum_to(grad, shape):
+    """Sum a broadcast gradient back to ``shape`` (the adjoint of broadcasting)."""
+    extra = grad.ndim - len(shape)
+    grad = grad.sum(axis=tuple(range(extra))) if extra > 0 else grad
+    axes = tuple(ax for ax, size in enumerate(shape) if size == 1 and grad.shape[ax] != 1)
+    return grad.sum(axis=axes, keepdims=True) if axes else grad

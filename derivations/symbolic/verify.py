@@ -1,0 +1,75 @@
+"""Decide every claim and report one row per claim.
+
+``python -m derivations verify [ID ...]`` prints the table and ends with
+``N claims verified, M failed``; the exit code is 1 if any claim failed.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+from . import CLAIMS, get_claim
+from .registry import Claim, is_zero
+
+
+@dataclass(frozen=True)
+class Result:
+    id: str
+    ok: bool
+    cases: int
+    seconds: float
+    detail: str  # the first differing case when not ok
+
+
+def verify_claim(claim: Claim) -> Result:
+    """Check every case of ``claim``; stop at the first case that does not reduce to 0."""
+    start = time.perf_counter()
+    count = 0
+    for where, actual, claimed in claim.check.cases():
+        count += 1
+        if isinstance(actual, tuple) or isinstance(claimed, tuple):
+            difference = actual != claimed
+            ok = not difference
+        else:
+            ok = is_zero(actual - claimed)
+        if not ok:
+            detail = f"differs at {where}: actual {_short(actual)} vs claimed {_short(claimed)}"
+            return Result(claim.id, False, count, time.perf_counter() - start, detail)
+    return Result(claim.id, True, count, time.perf_counter() - start, "")
+
+
+def _verify_id(claim_id: str) -> Result:
+    return verify_claim(get_claim(claim_id))
+
+
+def verify_all(ids: list[str] | None = None, workers: int = 2) -> list[Result]:
+    """Verify the claims (all by default), in parallel, in registry order."""
+    ids = ids or [c.id for c in CLAIMS]
+    for claim_id in ids:
+        get_claim(claim_id)  # unknown ids fail before any work starts
+    if workers <= 1 or len(ids) == 1:
+        return [_verify_id(i) for i in ids]
+    # Slowest claims first so two workers finish together; results go back in order.
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(_verify_id, ids))
+
+
+def _short(value, limit: int = 120) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def format_table(results: list[Result]) -> str:
+    rows = [("claim", "statement", "sizes", "result", "time")]
+    for r in results:
+        claim = get_claim(r.id)
+        rows.append(
+            (r.id, claim.title, claim.sizes, "verified" if r.ok else "FAILED " + r.detail, f"{r.seconds:.2f}s")
+        )
+    widths = [max(len(row[c]) for row in rows) for c in range(4)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4] for row in rows]
+    failed = sum(not r.ok for r in results)
+    lines.append(f"{len(results) - failed} claims verified, {failed} failed")
+    return "\n".join(lines)
