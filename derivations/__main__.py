@@ -12,6 +12,7 @@ def main(argv: list[str] | None = None) -> int:
     verify = commands.add_parser("verify", help="prove every SymPy claim and print one row per claim")
     verify.add_argument("ids", nargs="*", help="claim ids (default: all)")
     verify.add_argument("--workers", type=int, default=2)
+    verify.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     args = parser.parse_args(argv)
 
     from .symbolic.verify import format_table, verify_all
@@ -22,6 +23,12 @@ def main(argv: list[str] | None = None) -> int:
         print(error.args[0], file=sys.stderr)
         return 2
     print(format_table(results))
+    if args.json:
+        import dataclasses
+        import json
+
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump([dataclasses.asdict(r) for r in results], out, indent=1)
     return 0 if all(r.ok for r in results) else 1
 
 

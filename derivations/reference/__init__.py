@@ -7,13 +7,54 @@ docstrings and bad shapes raise ``ValueError`` naming them.
 
 from .attention import attention, attention_backward, softmax, softmax_backward
 from .gradcheck import gradcheck, numerical_gradient, relative_error
+from .layers import (
+    cross_entropy,
+    cross_entropy_backward,
+    embedding,
+    embedding_backward,
+    gelu,
+    gelu_backward,
+    gelu_derivative_max_difference,
+    layer_norm,
+    layer_norm_backward,
+    linear,
+    linear_backward,
+    positional_encoding,
+    relu,
+    relu_backward,
+)
+from .multi_head import multi_head_attention, multi_head_attention_backward
+from .optim import adam_init, adam_step, adamw_step, clip_grad_norm, momentum_init, momentum_step, sgd_step
 
 __all__ = [
+    "adam_init",
+    "adam_step",
+    "adamw_step",
     "attention",
     "attention_backward",
+    "clip_grad_norm",
+    "cross_entropy",
+    "cross_entropy_backward",
+    "embedding",
+    "embedding_backward",
+    "gelu",
+    "gelu_backward",
+    "gelu_derivative_max_difference",
     "gradcheck",
+    "layer_norm",
+    "layer_norm_backward",
+    "linear",
+    "linear_backward",
+    "momentum_init",
+    "momentum_step",
+    "multi_head_attention",
+    "multi_head_attention_backward",
     "numerical_gradient",
+    "positional_encoding",
     "relative_error",
+    "relu",
+    "relu_backward",
+    "sgd_step",
     "softmax",
     "softmax_backward",
 ]

@@ -51,7 +51,6 @@ def verify_all(ids: list[str] | None = None, workers: int = 2) -> list[Result]:
         get_claim(claim_id)  # unknown ids fail before any work starts
     if workers <= 1 or len(ids) == 1:
         return [_verify_id(i) for i in ids]
-    # Slowest claims first so two workers finish together; results go back in order.
     with ProcessPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(_verify_id, ids))
 

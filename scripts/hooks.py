@@ -1,0 +1,170 @@
+"""MkDocs hooks: the only place the site meets the ``derivations`` package.
+
+- ``[[claim: id]]`` lines become the claim's formula and proof badge; the claims
+  page is generated from the registry and this build's verification.
+- Figures from ``derivations.figures`` are added to the build as ``vis/<name>.svg``.
+- KaTeX renders every formula into the HTML; a formula it rejects fails the build.
+
+Each step is a plain function in a sibling module, so tests call the same code
+and another static-site generator could too. Anything that goes wrong is logged
+as an error naming the page (and line), which makes ``mkdocs build --strict`` fail.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mkdocs.structure.files import File
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import buildcache  # noqa: E402
+import claimsmd  # noqa: E402
+import mathrender  # noqa: E402
+import notebookpage  # noqa: E402
+
+log = logging.getLogger("mkdocs.hooks.verified_backprop")
+
+_state: dict = {}
+
+
+# ----------------------------------------------------------------------------- claims verification
+
+
+def _start_verification() -> None:
+    """Prove every claim in a background process, unless this source was proven before."""
+    target = buildcache.path_for("claims", buildcache.source_hash("derivations/symbolic"), ".json")
+    _state["verify_target"] = target
+    _state["verify_process"] = None
+    if not target.exists():
+        partial = target.with_suffix(f".{os.getpid()}.partial")  # concurrent builds never share a file
+        _state["verify_process"] = subprocess.Popen(
+            [sys.executable, "-m", "derivations", "verify", "--workers", "1", "--json", str(partial)],
+            cwd=buildcache.ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        _state["verify_partial"] = partial
+
+
+def _verification_results() -> dict[str, dict]:
+    """Wait for the verification of this build and return ``{claim id: result}``."""
+    if "verify_results" in _state:
+        return _state["verify_results"]
+    process = _state.get("verify_process")
+    target: Path = _state["verify_target"]
+    if process is not None:
+        output, _ = process.communicate()
+        partial: Path = _state["verify_partial"]
+        if not partial.exists():
+            log.error("claim verification crashed:\n%s", output)
+            _state["verify_results"] = {}
+            return {}
+        results = json.loads(partial.read_text())
+        if all(r["ok"] for r in results):
+            partial.replace(target)  # only a fully verified registry is cached
+        else:
+            partial.unlink()
+    else:
+        results = json.loads(target.read_text())
+    _state["verify_results"] = {r["id"]: r for r in results}
+    return _state["verify_results"]
+
+
+# ----------------------------------------------------------------------------- hooks
+
+
+def on_config(config):
+    _state.clear()
+    _state["started"] = time.perf_counter()
+    _start_verification()
+    return config
+
+
+def on_files(files, config):
+    # Which page cites which claim, read before any page renders so the claims page can list them.
+    cited_by: dict[str, list[tuple[str, str]]] = {}
+    for file in files.documentation_pages():
+        text = Path(file.abs_src_path).read_text(encoding="utf-8")
+        title = next((line[2:].strip() for line in text.splitlines() if line.startswith("# ")), file.name)
+        for citation in claimsmd.find_citations(text):
+            pages = cited_by.setdefault(citation.claim_id, [])
+            if (title, file.src_uri) not in pages:
+                pages.append((title, file.src_uri))
+    _state["cited_by"] = cited_by
+
+    for site_path, source in mathrender.katex_assets():
+        files.append(File.generated(config, site_path, abs_src_path=str(source)))
+
+    from derivations.figures import FIGURES
+
+    key = buildcache.source_hash("derivations")
+    for name in sorted(FIGURES):
+        cached = buildcache.path_for("figures", f"{name}-{key}", ".svg")
+        if not cached.exists():
+            start = time.perf_counter()
+            try:
+                svg = FIGURES[name]()
+            except Exception as error:  # a figure that fails must fail the build, with its name
+                log.error("figure %r (derivations.figures) failed: %s: %s", name, type(error).__name__, error)
+                continue
+            cached.write_text(svg, encoding="utf-8")
+            log.debug("figure %s drawn in %.2f s", name, time.perf_counter() - start)
+        files.append(File.generated(config, f"vis/{name}.svg", abs_src_path=str(cached)))
+    return files
+
+
+def on_page_markdown(markdown, page, config, files):
+    markdown, errors = claimsmd.expand(markdown, page.file.src_uri)
+    for error in errors:
+        log.error("docs/%s: %s", page.file.src_uri, error)
+    if page.file.src_uri == claimsmd.CLAIMS_PAGE:
+        _state["has_claims_page"] = True
+        table = claimsmd.claims_page(_state["cited_by"], _verification_results())
+        if "[[claims-table]]" not in markdown:
+            log.error("docs/%s: the [[claims-table]] placeholder is missing", page.file.src_uri)
+        markdown = markdown.replace("[[claims-table]]", table)
+    return markdown
+
+
+def on_post_page(output, page, config):
+    if "renderer" not in _state:
+        _state["renderer"] = mathrender.KatexRenderer()
+    if page.file.src_uri.endswith(".ipynb"):
+        try:
+            output = notebookpage.strip_remote_loaders(output)
+        except ValueError as error:
+            log.error("docs/%s: %s", page.file.src_uri, error)
+    source = Path(page.file.abs_src_path).read_text(encoding="utf-8") if page.file.abs_src_path else None
+    output, errors = mathrender.render_page(output, _state["renderer"], source)
+    for error in errors:
+        where = f"docs/{page.file.src_uri}" + (f":{error.line}" if error.line else " (formula not in the source: from a claim?)")
+        log.error("%s: KaTeX cannot render %r: %s", where, error.tex, error.message)
+    return output
+
+
+def on_post_build(config):
+    renderer = _state.pop("renderer", None)
+    if renderer is not None:
+        renderer.close()
+    results = _verification_results()
+    for claim_id, result in results.items():
+        if not result["ok"]:
+            log.error("claim %s failed SymPy verification: %s", claim_id, result["detail"])
+    uncited = [claim_id for claim_id in results if claim_id not in _state["cited_by"]]
+    if uncited and _state.get("has_claims_page"):  # only the whole site must cite every claim
+        log.warning("claims cited by no page: %s", ", ".join(uncited))
+    log.info("verified_backprop hooks: build finished in %.1f s", time.perf_counter() - _state["started"])
+
+
+def on_shutdown():
+    renderer = _state.pop("renderer", None)
+    if renderer is not None:
+        renderer.close()

@@ -1,0 +1,128 @@
+"""Server-side math: replace arithmatex's TeX with KaTeX's HTML at build time.
+
+One Node process (``scripts/katex_render.js``, the pinned npm ``katex``) renders
+every formula; the page then needs KaTeX's CSS and fonts but no JavaScript.
+A formula KaTeX rejects is reported with the page, the source line and KaTeX's
+message instead of reaching the reader as red text.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE_SCRIPT = ROOT / "scripts" / "katex_render.js"
+KATEX_DIST = ROOT / "node_modules" / "katex" / "dist"
+
+# arithmatex (generic mode) wraps math as <span class="arithmatex">\(..\)</span> and
+# <div class="arithmatex">\[..\]</div>.
+ARITHMATEX = re.compile(r'<(span|div) class="arithmatex">(.*?)</\1>', re.DOTALL)
+DELIMITERS = {r"\(": r"\)", r"\[": r"\]"}
+# mkdocs-jupyter 0.26 leaves notebook Markdown math as $..$ / $$..$$ inside these cells.
+NOTEBOOK_MARKDOWN = re.compile(r'(<div class="jp-RenderedMarkdown[^"]*"[^>]*>)(.*?)(</div>)', re.DOTALL)
+DOLLAR_MATH = re.compile(r"\$\$(.+?)\$\$|(?<![\\$])\$(?!\s)(.+?)(?<![\s\\])\$", re.DOTALL)
+
+
+@dataclass
+class MathError:
+    tex: str
+    message: str
+    line: int | None
+
+
+class KatexRenderer:
+    """A long-lived Node process rendering TeX; results are memoised per formula."""
+
+    def __init__(self) -> None:
+        node = shutil.which("node")
+        if node is None:
+            raise RuntimeError("node not found: the build renders math with Node 18+ (see README)")
+        if not KATEX_DIST.exists():
+            raise RuntimeError(f"{KATEX_DIST} missing: run `npm ci` (the README's commands do)")
+        self._process = subprocess.Popen(
+            [node, str(NODE_SCRIPT)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+        )
+        self._memo: dict[tuple[str, bool], dict] = {}
+
+    def render(self, tex: str, display: bool) -> dict:
+        """``{"html": ...}`` or ``{"error": ...}`` for one formula."""
+        key = (tex, display)
+        if key not in self._memo:
+            assert self._process.stdin and self._process.stdout
+            self._process.stdin.write(json.dumps({"tex": tex, "display": display}) + "\n")
+            self._process.stdin.flush()
+            self._memo[key] = json.loads(self._process.stdout.readline())
+        return self._memo[key]
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            self._process.stdin.close()
+            self._process.wait(timeout=10)
+
+    def __enter__(self) -> "KatexRenderer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _source_line(tex: str, source: str | None) -> int | None:
+    """The 1-based line of ``source`` where ``tex`` starts, if it appears there verbatim."""
+    if not source:
+        return None
+    probe = tex.strip().splitlines()[0] if tex.strip() else tex
+    at = source.find(probe)
+    return source.count("\n", 0, at) + 1 if at >= 0 else None
+
+
+def render_page(page_html: str, renderer: KatexRenderer, source: str | None = None) -> tuple[str, list[MathError]]:
+    """Render every formula of a built page; return the new HTML and the formulas KaTeX rejected."""
+    errors: list[MathError] = []
+
+    def render(tex: str, display: bool) -> str | None:
+        result = renderer.render(tex, display)
+        if "error" in result:
+            errors.append(MathError(tex, result["error"], _source_line(tex, source)))
+            return None
+        return result["html"]
+
+    def arithmatex(match: re.Match) -> str:
+        tag, body = match.group(1), html.unescape(match.group(2)).strip()
+        opening = body[:2]
+        if opening not in DELIMITERS or not body.endswith(DELIMITERS[opening]):
+            errors.append(MathError(body, "unexpected arithmatex delimiters", _source_line(body, source)))
+            return match.group(0)
+        rendered = render(body[2:-2], display=opening == r"\[")
+        if rendered is None:
+            return match.group(0)
+        return f'<{tag} class="arithmatex">{rendered}</{tag}>'
+
+    def dollars(match: re.Match) -> str:
+        display_tex, inline_tex = match.group(1), match.group(2)
+        tex = html.unescape(display_tex if display_tex is not None else inline_tex)
+        rendered = render(tex, display=display_tex is not None)
+        if rendered is None:
+            return match.group(0)
+        tag = "div" if display_tex is not None else "span"
+        return f'<{tag} class="arithmatex">{rendered}</{tag}>'
+
+    def notebook_cell(match: re.Match) -> str:
+        return match.group(1) + DOLLAR_MATH.sub(dollars, match.group(2)) + match.group(3)
+
+    page_html = ARITHMATEX.sub(arithmatex, page_html)
+    page_html = NOTEBOOK_MARKDOWN.sub(notebook_cell, page_html)
+    return page_html, errors
+
+
+def katex_assets() -> list[tuple[str, Path]]:
+    """(site path, file) for KaTeX's stylesheet and woff2 fonts, served by the site itself."""
+    assets = [("assets/katex/katex.min.css", KATEX_DIST / "katex.min.css")]
+    for font in sorted((KATEX_DIST / "fonts").glob("*.woff2")):
+        assets.append((f"assets/katex/fonts/{font.name}", font))
+    return assets

@@ -1,0 +1,45 @@
+"""Shared fixtures: repository paths, and the built site (built once per test session)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+sys.path.insert(0, str(ROOT / "scripts"))
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip locally with a reason; under CI (``CI`` set) nothing may be skipped, so fail."""
+    if os.environ.get("CI"):
+        pytest.fail(f"not skippable in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def built_site(tmp_path_factory) -> Path:
+    """``mkdocs build --strict`` into a temporary folder; the build's log is shown on failure."""
+    site = tmp_path_factory.mktemp("site")
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "SOURCE_DATE_EPOCH": "0"}
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=ROOT, env=env, capture_output=True, text=True,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"mkdocs build --strict failed:\n{result.stdout}\n{result.stderr}", pytrace=False)
+    return site
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Say how many page blocks do not run, and why: the count should be zero."""
+    from docblocks import blocks
+
+    exempt = [b for page in sorted(DOCS.rglob("*.md")) for b in blocks(page, DOCS) if b.norun is not None]
+    terminalreporter.write_line(f"page code blocks marked norun: {len(exempt)}")
+    for block in exempt:
+        terminalreporter.write_line(f"  {block.where}: {block.norun}")

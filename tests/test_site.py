@@ -1,0 +1,148 @@
+"""The built site: strict build, math rendered, figures present, self-contained, reproducible,
+and every kind of bad input fails the build with the page and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.xdist_group("site")  # one worker builds the site once for all of these
+
+EXTERNAL_RESOURCE = re.compile(
+    r"""<(?:script|img|iframe|source|audio|video)\b[^>]*\bsrc=["'](?:https?:)?//"""
+    r"""|<link\b[^>]*\bhref=["'](?:https?:)?//"""
+    r"""|url\(\s*["']?(?:https?:)?//"""
+    r"""|@import\s+["'](?:https?:)?//"""
+    r"""|import\(\s*["'](?:https?:)?//""",
+    re.IGNORECASE,
+)
+
+
+def pages(site: Path) -> list[Path]:
+    return sorted(p for p in site.rglob("*.html") if p.name != "404.html")
+
+
+def test_every_formula_is_rendered(built_site: Path) -> None:
+    for page in pages(built_site):
+        html = page.read_text(encoding="utf-8")
+        raw = re.findall(r'class="arithmatex">\s*\\[\(\[]', html)
+        assert not raw, f"{page.relative_to(built_site)}: {len(raw)} formulas left unrendered"
+        assert "katex-error" not in html
+
+
+def test_pages_have_math_and_run_code(built_site: Path) -> None:
+    html = (built_site / "attention-gradients" / "index.html").read_text(encoding="utf-8")
+    assert html.count('class="katex"') > 50
+    assert "Traceback" not in html
+
+
+def test_figures_are_built(built_site: Path) -> None:
+    from derivations.figures import FIGURES
+
+    for name in FIGURES:
+        svg = built_site / "vis" / f"{name}.svg"
+        assert svg.exists(), f"vis/{name}.svg missing from the site"
+        assert svg.read_text(encoding="utf-8").lstrip().startswith(("<?xml", "<svg"))
+
+
+def test_no_resource_from_another_host(built_site: Path) -> None:
+    offenders = []
+    for path in built_site.rglob("*"):
+        if path.suffix in {".html", ".css"}:
+            for match in EXTERNAL_RESOURCE.finditer(path.read_text(encoding="utf-8", errors="replace")):
+                offenders.append(f"{path.relative_to(built_site)}: {match.group(0)}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_claims_page_reports_every_claim_verified(built_site: Path) -> None:
+    from derivations.symbolic import CLAIMS
+
+    html = (built_site / "claims" / "index.html").read_text(encoding="utf-8")
+    assert html.count("verified by SymPy in") == len(CLAIMS)
+    assert "FAILED" not in html and "not verified" not in html
+
+
+def test_claim_badges_link_to_the_claims_page(built_site: Path) -> None:
+    html = (built_site / "attention-gradients" / "index.html").read_text(encoding="utf-8")
+    assert 'href="../claims/#claim-softmax-jacobian"' in html
+
+
+def test_build_is_reproducible(built_site: Path, tmp_path: Path) -> None:
+    second = tmp_path / "again"
+    build(ROOT / "mkdocs.yml", second, check=True)
+    first_files = {p.relative_to(built_site) for p in built_site.rglob("*") if p.is_file()}
+    second_files = {p.relative_to(second) for p in second.rglob("*") if p.is_file()}
+    assert first_files == second_files
+    differ = [str(f) for f in sorted(first_files) if (built_site / f).read_bytes() != (second / f).read_bytes()]
+    assert not differ, f"files differ between two builds: {differ}"
+
+
+# ----------------------------------------------------------------------------- bad input fails the build
+
+
+def build(config: Path, site: Path, check: bool = False) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "SOURCE_DATE_EPOCH": "0"}
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config), "--site-dir", str(site)],
+        cwd=ROOT, env=env, capture_output=True, text=True,
+    )
+    if check and result.returncode != 0:
+        pytest.fail(result.stdout + result.stderr, pytrace=False)
+    return result
+
+
+def mini_site(tmp_path: Path, page: str) -> subprocess.CompletedProcess:
+    """Build a one-page site with the real configuration and hooks."""
+    config = yaml.load((ROOT / "mkdocs.yml").read_text(), Loader=yaml.Loader)  # noqa: S506 - our own file
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "index.md").write_text("# Home\n\nSee [the page](page.md).\n")
+    (docs / "page.md").write_text(page)
+    config.update(docs_dir=str(docs), hooks=[str(ROOT / "scripts" / "hooks.py")], extra_css=[])
+    config.pop("nav", None)
+    path = tmp_path / "mkdocs.yml"
+    path.write_text(yaml.dump(config))
+    return build(path, tmp_path / "site")
+
+
+BAD_PAGES = {
+    "formula KaTeX cannot parse": ("# P\n\nline three\n\n\\[ \\frac{1}{ \\]\n", r"docs/page.md:5: KaTeX cannot render"),
+    "MathJax-only command": ("# P\n\nInline \\( \\mbox{x} \\) here.\n", r"docs/page.md:3: KaTeX cannot render"),
+    "unknown claim": ("# P\n\n[[claim: no.such-claim]]\n", r"docs/page.md: line 3: unknown claim id 'no.such-claim'"),
+    "code block that raises": (
+        '# P\n\n```python exec="on" session="page"\nraise ValueError("boom")\n```\n',
+        r"ValueError: boom",
+    ),
+    "broken link": ("# P\n\nSee [nowhere](missing.md).\n", r"'missing.md'"),
+    "broken anchor": ("# P\n\nSee [home](index.md#no-such-heading).\n", r"no-such-heading"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_PAGES))
+def test_bad_input_fails_the_build(tmp_path: Path, kind: str) -> None:
+    page, message = BAD_PAGES[kind]
+    result = mini_site(tmp_path, page)
+    log = result.stdout + result.stderr
+    assert result.returncode != 0, f"{kind}: the build passed\n{log}"
+    assert message in log, f"{kind}: the error does not say {message!r}\n{log}"
+
+
+def test_good_mini_site_builds(tmp_path: Path) -> None:
+    """The control for the test above: a page using every feature correctly builds."""
+    page = (
+        "# P\n\n## Section\n\nInline \\( \\delta^{i}_{m} \\) and a claim:\n\n[[claim: softmax.jacobian]]\n\n"
+        '```python exec="on" session="page"\nprint("computed", 6 * 7)\n```\n\n[back](index.md) and [here](#section).\n'
+    )
+    result = mini_site(tmp_path, page)
+    assert result.returncode == 0, result.stdout + result.stderr
+    html = (tmp_path / "site" / "page" / "index.html").read_text(encoding="utf-8")
+    assert "computed 42" in html and 'class="katex"' in html and "claim-badge" in html
