@@ -12,11 +12,9 @@ as an error naming the page (and line), which makes ``mkdocs build --strict`` fa
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -26,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import buildcache  # noqa: E402
 import claimsmd  # noqa: E402
+import claimsrecord  # noqa: E402
 import mathrender  # noqa: E402
 import notebookpage  # noqa: E402
 
@@ -38,43 +37,24 @@ _state: dict = {}
 
 
 def _start_verification() -> None:
-    """Prove every claim in a background process, unless this source was proven before."""
-    target = buildcache.path_for("claims", buildcache.source_hash("derivations/symbolic"), ".json")
-    _state["verify_target"] = target
-    _state["verify_process"] = None
-    if not target.exists():
-        partial = target.with_suffix(f".{os.getpid()}.partial")  # concurrent builds never share a file
-        _state["verify_process"] = subprocess.Popen(
-            [sys.executable, "-m", "derivations", "verify", "--workers", "1", "--json", str(partial)],
-            cwd=buildcache.ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        _state["verify_partial"] = partial
+    """Prove the claims (or read this source's record) in a thread while pages render."""
+
+    def run() -> None:
+        try:
+            _state["verify_results"], _ = claimsrecord.ensure_verified()
+        except Exception as error:  # reported when the results are needed
+            _state["verify_error"] = error
+
+    _state["verify_thread"] = threading.Thread(target=run, daemon=True)
+    _state["verify_thread"].start()
 
 
 def _verification_results() -> dict[str, dict]:
-    """Wait for the verification of this build and return ``{claim id: result}``."""
-    if "verify_results" in _state:
-        return _state["verify_results"]
-    process = _state.get("verify_process")
-    target: Path = _state["verify_target"]
-    if process is not None:
-        output, _ = process.communicate()
-        partial: Path = _state["verify_partial"]
-        if not partial.exists():
-            log.error("claim verification crashed:\n%s", output)
-            _state["verify_results"] = {}
-            return {}
-        results = json.loads(partial.read_text())
-        if all(r["ok"] for r in results):
-            partial.replace(target)  # only a fully verified registry is cached
-        else:
-            partial.unlink()
-    else:
-        results = json.loads(target.read_text())
-    _state["verify_results"] = {r["id"]: r for r in results}
+    """Wait for this build's verification and return ``{claim id: result}``."""
+    _state["verify_thread"].join()
+    if "verify_error" in _state:
+        log.error("%s", _state.pop("verify_error"))
+        _state["verify_results"] = {}
     return _state["verify_results"]
 
 

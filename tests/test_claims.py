@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
 import sympy as sp
 
 from claimsmd import find_citations
+from claimsrecord import ensure_verified
 from conftest import DOCS
 from derivations.symbolic import CLAIMS, IndexIdentity, VJPIdentity, get_claim
 from derivations.symbolic import attention as att
@@ -19,11 +22,41 @@ from mathrender import KatexRenderer
 IDS = [c.id for c in CLAIMS]
 
 
+@pytest.fixture(scope="session")
+def verification() -> dict[str, dict]:
+    """Every claim proven once per version of the claims (shared with the build, see claimsrecord)."""
+    results, _ = ensure_verified()
+    return results
+
+
 @pytest.mark.parametrize("claim_id", IDS)
-def test_claim_is_proven(claim_id: str) -> None:
-    result = verify_claim(get_claim(claim_id))
-    assert result.ok, result.detail
-    assert result.cases >= 1
+def test_claim_is_proven(verification, claim_id: str) -> None:
+    result = verification[claim_id]
+    assert result["ok"], result["detail"]
+    assert result["cases"] >= 1
+
+
+def test_verify_command_prints_a_row_per_claim_and_the_total() -> None:
+    cheap = ["attention.scores.dQ", "softmax.jacobian", "attention.vjp.dA"]
+    run = subprocess.run([sys.executable, "-m", "derivations", "verify", "--workers", "1", *cheap],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.strip().splitlines()
+    assert lines[-1] == "3 claims verified, 0 failed"
+    for claim_id in cheap:
+        assert any(line.startswith(claim_id) and "verified" in line for line in lines)
+
+
+def test_verify_command_fails_on_a_wrong_claim(monkeypatch, capsys) -> None:
+    from derivations import __main__ as cli
+    from derivations.symbolic import verify as verify_module
+
+    claim = get_claim("attention.vjp.dA")
+    wrong = replace(claim, check=_map_claimed(claim.check, lambda g: g.T))
+    monkeypatch.setattr(verify_module, "get_claim", lambda claim_id: wrong)
+    assert cli.main(["verify", "--workers", "1", "attention.vjp.dA"]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED differs at" in out and out.strip().endswith("0 claims verified, 1 failed")
 
 
 # ----------------------------------------------------------------------------- wrong claims must fail

@@ -8,9 +8,10 @@ decides them all.
 from __future__ import annotations
 
 from . import attention, layers
+from . import flow
 from .registry import Claim, ExprIdentity, IndexIdentity, VJPIdentity
 
-CLAIMS: list[Claim] = [*attention.CLAIMS, *layers.CLAIMS]
+CLAIMS: list[Claim] = [*attention.CLAIMS, *layers.CLAIMS, *flow.CLAIMS]
 
 _BY_ID = {c.id: c for c in CLAIMS}
 if len(_BY_ID) != len(CLAIMS):

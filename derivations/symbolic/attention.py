@@ -180,7 +180,7 @@ CLAIMS = [
             shapes=qkv_shapes,
             forward=lambda Q, K, V: attention_forward(Q, K, V)[1],
             claimed=lambda G, Q, K, V: {"V": attention_vjp(G, Q, K, V)["V"]},
-            grid={"n_q": GRID_SMALL, "n_k": GRID_SMALL, "d_k": (1, 2), "d_v": GRID_SMALL},
+            grid={"n_q": GRID_SMALL, "n_k": GRID_SMALL, "d_k": GRID_SMALL, "d_v": GRID_SMALL},
         ),
     ),
     Claim(
@@ -202,7 +202,7 @@ CLAIMS = [
             shapes=qkv_shapes,
             forward=lambda Q, K, V: attention_forward(Q, K, V)[1],
             claimed=lambda G, Q, K, V: {"Q": attention_vjp(G, Q, K, V)["Q"]},
-            grid={"n_q": GRID_SMALL, "n_k": GRID_SMALL, "d_k": GRID_SMALL, "d_v": (1, 2)},
+            grid={"n_q": GRID_SMALL, "n_k": GRID_SMALL, "d_k": GRID_SMALL, "d_v": GRID_SMALL},
         ),
     ),
     Claim(
@@ -213,7 +213,7 @@ CLAIMS = [
             shapes=qkv_shapes,
             forward=lambda Q, K, V: attention_forward(Q, K, V)[1],
             claimed=lambda G, Q, K, V: {"K": attention_vjp(G, Q, K, V)["K"]},
-            grid={"n_q": GRID_SMALL, "n_k": GRID_SMALL, "d_k": GRID_SMALL, "d_v": (1, 2)},
+            grid={"n_q": GRID_SMALL, "n_k": GRID_SMALL, "d_k": GRID_SMALL, "d_v": GRID_SMALL},
         ),
     ),
     Claim(
@@ -257,7 +257,7 @@ CLAIMS = [
             shapes=lambda n, d_k, d_v: qkv_shapes(n, n, d_k, d_v),
             forward=lambda Q, K, V: attention_forward(Q, K, V, causal)[1],
             claimed=lambda G, Q, K, V: attention_vjp(G, Q, K, V, causal),
-            grid={"n": GRID_SMALL, "d_k": (1, 2), "d_v": (1, 2)},
+            grid={"n": GRID_SMALL, "d_k": GRID_SMALL, "d_v": GRID_SMALL},
         ),
     ),
 ]

@@ -1,0 +1,358 @@
+"""The whole model of ``derivations.reference.model`` against central differences and an independent
+PyTorch model built from ``torch.nn`` modules (its own attention, LayerNorm, GELU and loss).
+
+Expected values never come from the code under test: they come from finite differences of the
+loss, from torch autograd, from torch's own parameter count, or from hand-known facts.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from derivations.reference.model import (
+    TransformerConfig,
+    backward,
+    cache_nbytes,
+    count_params,
+    forward,
+    forward_backward,
+    init_params,
+    loss_and_grads,
+    matmul_flops,
+    model_loss,
+    param_shapes,
+    stage_names,
+)
+
+VARIANTS = {
+    "default": TransformerConfig(),
+    "pre-norm": TransformerConfig(norm="pre"),
+    "gelu": TransformerConfig(activation="gelu"),
+    "gelu_tanh": TransformerConfig(activation="gelu_tanh"),
+    "4 blocks": TransformerConfig(n_layers=4),
+    "4 blocks pre-norm gelu": TransformerConfig(n_layers=4, norm="pre", activation="gelu"),
+}
+FD_TOL = 1e-7
+TORCH_TOL = 1e-10
+
+
+def random_batch(config, rng, batch=4, length=None):
+    length = config.seq_len if length is None else length
+    return rng.integers(0, config.vocab_size, (batch, length)), rng.integers(0, config.vocab_size, batch)
+
+
+def perturbed(params, rng, scale=0.1):
+    """Move away from the structured initialisation (zero biases, unit gains) so every term matters."""
+    return {k: v + scale * rng.standard_normal(v.shape) for k, v in params.items()}
+
+
+# ----------------------------------------------------------------------------- finite differences
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_gradient_matches_central_differences_along_random_directions(variant):
+    config = VARIANTS[variant]
+    rng = np.random.default_rng(sum(map(ord, variant)))
+    params = perturbed(init_params(config, seed=3), rng)
+    tokens, targets = random_batch(config, rng)
+    _, grads = loss_and_grads(params, tokens, targets, config)
+    h = 1e-4  # a unit direction: the step moves all parameters together by 1e-4 in norm
+    for _ in range(3):
+        direction = {k: rng.standard_normal(v.shape) for k, v in params.items()}
+        norm = math.sqrt(sum(float(np.sum(d * d)) for d in direction.values()))
+        direction = {k: d / norm for k, d in direction.items()}
+        plus = model_loss({k: params[k] + h * direction[k] for k in params}, tokens, targets, config)
+        minus = model_loss({k: params[k] - h * direction[k] for k in params}, tokens, targets, config)
+        numeric = (plus - minus) / (2 * h)
+        analytic = sum(float(np.sum(grads[k] * direction[k])) for k in params)
+        assert abs(numeric - analytic) <= FD_TOL * abs(analytic), (variant, numeric, analytic)
+
+
+def test_finite_difference_check_catches_a_wrong_gradient():
+    """The control: a gradient with one parameter's gradient scaled by 1.01 fails the same check."""
+    config = TransformerConfig(n_layers=1)
+    rng = np.random.default_rng(7)
+    params = perturbed(init_params(config), rng)
+    tokens, targets = random_batch(config, rng)
+    _, grads = loss_and_grads(params, tokens, targets, config)
+    grads["block0.ffn.W1"] = grads["block0.ffn.W1"] * 1.01
+    direction = {k: (g / np.linalg.norm(g) if k == "block0.ffn.W1" else np.zeros_like(g)) for k, g in grads.items()}
+    h = 1e-4
+    plus = model_loss({k: params[k] + h * direction[k] for k in params}, tokens, targets, config)
+    minus = model_loss({k: params[k] - h * direction[k] for k in params}, tokens, targets, config)
+    analytic = sum(float(np.sum(grads[k] * direction[k])) for k in params)
+    assert abs((plus - minus) / (2 * h) - analytic) > FD_TOL * abs(analytic)
+
+
+# ----------------------------------------------------------------------------- PyTorch
+
+
+class TorchTransformer(nn.Module):
+    """The same model written with torch.nn modules; nothing shared with the NumPy code."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        d = config.d_model
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, d)
+        self.attn = nn.ModuleList(nn.MultiheadAttention(d, config.n_heads, bias=False, batch_first=True)
+                                  for _ in range(config.n_layers))
+        self.ln1 = nn.ModuleList(nn.LayerNorm(d, eps=config.ln_eps) for _ in range(config.n_layers))
+        self.ln2 = nn.ModuleList(nn.LayerNorm(d, eps=config.ln_eps) for _ in range(config.n_layers))
+        self.ffn_in = nn.ModuleList(nn.Linear(d, config.d_ff) for _ in range(config.n_layers))
+        self.ffn_out = nn.ModuleList(nn.Linear(config.d_ff, d) for _ in range(config.n_layers))
+        self.ln_final = nn.LayerNorm(d, eps=config.ln_eps) if config.norm == "pre" else None
+        self.head = nn.Linear(d, config.vocab_size)
+        self.activation = {"relu": nn.ReLU(), "gelu": nn.GELU(), "gelu_tanh": nn.GELU(approximate="tanh")}[
+            config.activation]
+
+    def positions(self, T):
+        d = self.config.d_model
+        pos = torch.arange(T, dtype=torch.float64)[:, None]
+        pe = torch.zeros(T, d)
+        for a in range(d):
+            angle = pos[:, 0] / 10000 ** (2 * (a // 2) / d)
+            pe[:, a] = torch.sin(angle) if a % 2 == 0 else torch.cos(angle)
+        return pe
+
+    def forward(self, tokens, targets):
+        x = self.embed(tokens) + self.positions(tokens.shape[1])
+        for l in range(self.config.n_layers):
+            ffn = lambda h: self.ffn_out[l](self.activation(self.ffn_in[l](h)))  # noqa: E731
+            if self.config.norm == "post":
+                x = self.ln1[l](x + self.attn[l](x, x, x, need_weights=False)[0])
+                x = self.ln2[l](x + ffn(x))
+            else:
+                h = self.ln1[l](x)
+                x = x + self.attn[l](h, h, h, need_weights=False)[0]
+                x = x + ffn(self.ln2[l](x))
+        if self.ln_final is not None:
+            x = self.ln_final(x)
+        return F.cross_entropy(self.head(x[:, -1]), targets)
+
+    def load(self, params):
+        """Copy the NumPy parameters in; torch's Linear stores W^T, MultiheadAttention stacks W_q, W_k, W_v."""
+        t = lambda a: torch.tensor(a)  # noqa: E731
+        with torch.no_grad():
+            self.embed.weight.copy_(t(params["embed"]))
+            for l in range(self.config.n_layers):
+                p = f"block{l}."
+                self.attn[l].in_proj_weight.copy_(
+                    torch.cat([t(params[p + f"attn.{W}"]).T for W in ("W_q", "W_k", "W_v")]))
+                self.attn[l].out_proj.weight.copy_(t(params[p + "attn.W_o"]).T)
+                for ln, name in ((self.ln1[l], "ln1"), (self.ln2[l], "ln2")):
+                    ln.weight.copy_(t(params[p + name + ".gamma"]))
+                    ln.bias.copy_(t(params[p + name + ".beta"]))
+                self.ffn_in[l].weight.copy_(t(params[p + "ffn.W1"]).T)
+                self.ffn_in[l].bias.copy_(t(params[p + "ffn.b1"]))
+                self.ffn_out[l].weight.copy_(t(params[p + "ffn.W2"]).T)
+                self.ffn_out[l].bias.copy_(t(params[p + "ffn.b2"]))
+            if self.ln_final is not None:
+                self.ln_final.weight.copy_(t(params["ln_final.gamma"]))
+                self.ln_final.bias.copy_(t(params["ln_final.beta"]))
+            self.head.weight.copy_(t(params["W_out"]).T)
+            self.head.bias.copy_(t(params["b_out"]))
+
+    def grads(self):
+        """Torch's gradients under the NumPy names and layouts."""
+        g = {"embed": self.embed.weight.grad}
+        for l in range(self.config.n_layers):
+            p = f"block{l}."
+            q, k, v = self.attn[l].in_proj_weight.grad.chunk(3)
+            g.update({p + "attn.W_q": q.T, p + "attn.W_k": k.T, p + "attn.W_v": v.T,
+                      p + "attn.W_o": self.attn[l].out_proj.weight.grad.T})
+            for ln, name in ((self.ln1[l], "ln1"), (self.ln2[l], "ln2")):
+                g[p + name + ".gamma"], g[p + name + ".beta"] = ln.weight.grad, ln.bias.grad
+            g[p + "ffn.W1"], g[p + "ffn.b1"] = self.ffn_in[l].weight.grad.T, self.ffn_in[l].bias.grad
+            g[p + "ffn.W2"], g[p + "ffn.b2"] = self.ffn_out[l].weight.grad.T, self.ffn_out[l].bias.grad
+        if self.ln_final is not None:
+            g["ln_final.gamma"], g["ln_final.beta"] = self.ln_final.weight.grad, self.ln_final.bias.grad
+        g["W_out"], g["b_out"] = self.head.weight.grad.T, self.head.bias.grad
+        return {k: v.detach().numpy() for k, v in g.items()}
+
+
+@pytest.fixture(autouse=True)
+def float64_torch():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_loss_and_gradients_match_pytorch(variant):
+    config = VARIANTS[variant]
+    rng = np.random.default_rng(100 + len(variant))
+    params = perturbed(init_params(config, seed=5), rng)
+    tokens, targets = random_batch(config, rng, batch=3)
+    loss, grads = loss_and_grads(params, tokens, targets, config)
+
+    model = TorchTransformer(config)
+    model.load(params)
+    torch_loss = model(torch.tensor(tokens), torch.tensor(targets))
+    torch_loss.backward()
+    expected = model.grads()
+
+    assert abs(loss - torch_loss.item()) <= TORCH_TOL * abs(torch_loss.item())
+    assert set(grads) == set(expected)
+    for name, g in grads.items():
+        scale = float(np.max(np.abs(expected[name])))
+        np.testing.assert_allclose(g, expected[name], rtol=TORCH_TOL, atol=TORCH_TOL * scale, err_msg=name)
+
+
+def test_shorter_sequences_match_pytorch():
+    config = TransformerConfig()
+    rng = np.random.default_rng(11)
+    params = perturbed(init_params(config), rng)
+    tokens, targets = random_batch(config, rng, batch=2, length=5)
+    loss, grads = loss_and_grads(params, tokens, targets, config)
+    model = TorchTransformer(config)
+    model.load(params)
+    torch_loss = model(torch.tensor(tokens), torch.tensor(targets))
+    torch_loss.backward()
+    assert abs(loss - torch_loss.item()) <= TORCH_TOL * abs(torch_loss.item())
+    np.testing.assert_allclose(grads["embed"], model.grads()["embed"], rtol=TORCH_TOL, atol=1e-14)
+
+
+@pytest.mark.parametrize("variant", ["default", "pre-norm", "4 blocks"])
+def test_parameter_count_matches_torch(variant):
+    config = VARIANTS[variant]
+    params = init_params(config)
+    torch_count = sum(p.numel() for p in TorchTransformer(config).parameters())
+    assert count_params(params) == torch_count
+    assert count_params(params) == sum(a.size for a in params.values())
+
+
+# ----------------------------------------------------------------------------- structure and validation
+
+
+def test_names_shapes_and_init_scheme():
+    config = TransformerConfig()
+    params = init_params(config, seed=0)
+    assert list(params) == list(param_shapes(config))
+    assert {"embed", "block0.attn.W_q", "block1.ln2.gamma", "block0.ffn.b1", "W_out", "b_out"} <= set(params)
+    assert "ln_final.gamma" not in params and "ln_final.gamma" in init_params(TransformerConfig(norm="pre"))
+    assert params["W_out"].shape == (64, 20) and params["b_out"].shape == (20,)
+    assert all(a.dtype == np.float64 for a in params.values())
+    # N(0, 1/d_in): the sample standard deviation of a 64 x 256 matrix is within a few % of 1/8
+    assert abs(params["block0.ffn.W1"].std() - 1 / 8) < 0.01
+    assert abs(params["block0.ffn.W2"].std() - 1 / 16) < 0.005
+    other_seed = init_params(config, seed=1)
+    assert not np.array_equal(params["embed"], other_seed["embed"])
+
+
+def test_record_gives_every_stage_and_the_same_gradients():
+    config = TransformerConfig(norm="pre", n_layers=3)
+    rng = np.random.default_rng(1)
+    params = init_params(config)
+    tokens, targets = random_batch(config, rng)
+    loss, grads = loss_and_grads(params, tokens, targets, config)
+    loss_r, grads_r, trace = forward_backward(params, tokens, targets, config, record=True)
+    assert loss == loss_r and all(np.array_equal(grads[k], grads_r[k]) for k in grads)
+    assert list(trace["activations"]) == list(trace["grads"]) == stage_names(config)
+    for name in stage_names(config):
+        assert trace["grads"][name].shape == trace["activations"][name].shape, name
+    assert trace["grads"]["logits"].shape == (4, 20)
+    assert len(trace["attention"]) == 3 and trace["attention"][0].shape == (4, 4, 8, 8)
+
+
+def test_stage_gradient_is_the_gradient_of_that_activation():
+    """Perturb one recorded activation by adding eps * u to the FFN output of block 0 (post-norm)."""
+    config = TransformerConfig(n_layers=2)
+    rng = np.random.default_rng(2)
+    params = perturbed(init_params(config), rng)
+    tokens, targets = random_batch(config, rng, batch=2)
+    _, _, trace = forward_backward(params, tokens, targets, config, record=True)
+    u = rng.standard_normal((64,))
+    # b2 is added to every position's FFN output: dL/db2 . u = sum over positions of dL/d(ffn.out) . u
+    expected = float(np.sum(trace["grads"]["block0.ffn.out"] @ u))
+    h = 1e-5
+    plus = dict(params, **{"block0.ffn.b2": params["block0.ffn.b2"] + h * u})
+    minus = dict(params, **{"block0.ffn.b2": params["block0.ffn.b2"] - h * u})
+    numeric = (model_loss(plus, tokens, targets, config) - model_loss(minus, tokens, targets, config)) / (2 * h)
+    assert abs(numeric - expected) < 1e-7 * max(abs(expected), 1e-3)
+
+
+def test_only_the_final_position_gets_gradient_above_the_last_attention():
+    config = TransformerConfig()
+    _, _, trace = forward_backward(init_params(config), [[15, 17, 3, 19, 8, 19, 4, 18]], [8], config, record=True)
+    top = trace["grads"]["block1.ffn.out"][0]
+    assert np.all(top[:-1] == 0) and np.any(top[-1] != 0)
+    assert np.all(trace["grads"]["block1.in"][0, :-1] != 0)  # attention spreads it to every position
+
+
+@pytest.mark.parametrize(
+    "tokens, targets, message",
+    [
+        ([15, 17, 3, 19, 8, 19, 4, 18], [8], "must be a non-empty [batch, seq_len]"),
+        ([[15, 17, 3, 19, 8, 19, 4, 20]], [8], "id 20 at (0, 7) is outside [0, 20)"),
+        ([[15, 17, 3, 19, 8, 19, 4, -1]], [8], "id -1 at (0, 7)"),
+        ([[1.0] * 8], [8], "must be integer token ids"),
+        ([[1] * 9], [8], "longer than seq_len = 8"),
+        ([[1] * 8], [8, 8], "targets (2,) must have shape (1,)"),
+        ([[1] * 8], [20], "targets must lie in [0, 20)"),
+    ],
+)
+def test_bad_inputs_raise_value_errors_naming_them(tokens, targets, message):
+    config = TransformerConfig()
+    with pytest.raises(ValueError) as info:
+        loss_and_grads(init_params(config), tokens, targets, config)
+    assert message in str(info.value)
+
+
+def test_bad_params_and_configs_raise():
+    config = TransformerConfig()
+    params = init_params(config)
+    with pytest.raises(ValueError, match="missing \\['W_out'\\]"):
+        loss_and_grads({k: v for k, v in params.items() if k != "W_out"}, [[1] * 8], [2], config)
+    with pytest.raises(ValueError, match=r"params\['b_out'\] has shape \(21,\), the config needs \(20,\)"):
+        loss_and_grads(dict(params, b_out=np.zeros(21)), [[1] * 8], [2], config)
+    for bad in ({"norm": "middle"}, {"activation": "tanh"}, {"n_layers": 0}, {"d_model": 2.5}):
+        with pytest.raises(ValueError):
+            TransformerConfig(**bad)
+
+
+# ----------------------------------------------------------------------------- cost accounting
+
+
+def test_matmul_flops_by_hand():
+    """Count the products of a 1-block model by hand: 2 m n k each."""
+    config = TransformerConfig(n_layers=1, d_model=8, n_heads=2, d_ff=16, vocab_size=5, seq_len=3)
+    B, T, d, H, F_, V = 2, 3, 8, 2, 16, 5
+    _, cache = forward(init_params(config), np.zeros((B, T), dtype=int), config)
+    flops = matmul_flops(cache)
+    assert flops["attention projections"]["forward"] == 4 * 2 * (B * T) * d * d
+    assert flops["attention scores and mixing"]["forward"] == B * H * (2 * T * T * (d // H)) * 2
+    assert flops["FFN"]["forward"] == 2 * 2 * (B * T) * d * F_
+    assert flops["output head"]["forward"] == 2 * B * d * V  # the head reads one position
+    for stage in flops.values():
+        assert stage["backward"] == 2 * stage["forward"]
+
+
+def test_cache_nbytes_counts_shared_buffers_once_and_skips_params():
+    config = TransformerConfig(n_layers=1)
+    params = init_params(config)
+    _, cache = forward(params, np.zeros((2, 8), dtype=int), config)
+    with_params = cache_nbytes(cache)
+    without = cache_nbytes(cache, params)
+    # the caches refer to the weight matrices (linear maps) and the LayerNorm scales, nothing else
+    referenced = [k for k in params if k.rsplit(".", 1)[-1] in ("W_q", "W_k", "W_v", "W_o", "W1", "W2", "W_out",
+                                                                   "gamma")]
+    assert with_params - without == sum(params[k].nbytes for k in referenced)
+    # the record adds references to arrays already in the cache, or new ones; neither counts
+    _, recorded = forward(params, np.zeros((2, 8), dtype=int), config, record=True)
+    assert cache_nbytes(recorded, params) == without
+
+
+def test_backward_without_record_returns_only_grads():
+    config = TransformerConfig(n_layers=1)
+    params = init_params(config)
+    logits, cache = forward(params, [[1] * 8], config)
+    grads = backward(np.ones_like(logits), cache)
+    assert isinstance(grads, dict) and list(grads) == list(params)

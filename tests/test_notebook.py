@@ -1,0 +1,245 @@
+"""The backward-walkthrough notebook: stored without outputs, every cell runs, every check agrees,
+a wrong formula is caught, and the page builds with its math rendered by KaTeX.
+
+The site executes the notebook at build time (mkdocs-jupyter, ``execute: true``), so the outputs a
+reader sees are always from the build; these tests run it the same way, with nbclient, to name the
+cell that fails.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import subprocess
+import sys
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+from conftest import DOCS, ROOT
+from derivations.reference.model import TransformerConfig
+
+NOTEBOOK = DOCS / "notebooks" / "backward-walkthrough.ipynb"
+# The model the page walks through: one block, exact GELU, the model module's post-norm layout.
+CONFIG = TransformerConfig(vocab_size=6, d_model=16, n_heads=2, d_ff=64, n_layers=1, seq_len=5,
+                           norm="post", activation="gelu")
+CELL_TIMEOUT = 60  # seconds per cell; the whole notebook computes in well under one
+RUN_BUDGET = 5.0  # seconds for all cells, kernel start-up excluded
+TOLERANCE = 1e-8  # hand-made gradient vs reference: float64 rounding only (the notebook asserts 1e-10)
+FD_TOLERANCE = 1e-6  # central differences are good to about 1e-9 on the entries the notebook picks
+
+# What the check cells print (``check`` and the finite-difference loop in the notebook).
+CHECK_LINE = re.compile(r"^(?P<name>\S.*?)\s+\((?:\d+(?:, )?)*,?\)\s+relative error (?P<error>\S+)$", re.MULTILINE)
+FD_LINE = re.compile(r"^(?P<name>\S+)\s+entries \[[\d, ]+\]\s+finite-difference error (?P<error>\S+)$", re.MULTILINE)
+# The delimiters the build renders in notebook Markdown (scripts/mathrender.py).
+DOLLAR_MATH = re.compile(r"\$\$(.+?)\$\$|(?<![\\$])\$(?!\s)(.+?)(?<![\s\\])\$", re.DOTALL)
+
+
+def first_line(cell) -> str:
+    return cell.source.strip().splitlines()[0] if cell.source.strip() else "<empty>"
+
+
+def run(nb) -> tuple[int | None, str, float]:
+    """Execute ``nb`` in place, cell by cell; return (index of the failing cell or None, error, seconds)."""
+    client = NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT,
+                            resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+    with client.setup_kernel():
+        start = time.perf_counter()
+        for index, cell in enumerate(nb.cells):
+            if cell.cell_type != "code":
+                continue
+            try:
+                client.execute_cell(cell, index, execution_count=client.code_cells_executed + 1)
+            except CellExecutionError as error:
+                return index, f"{error.ename}: {error.evalue}", time.perf_counter() - start
+        return None, "", time.perf_counter() - start
+
+
+def text_of(cell) -> str:
+    return "".join(out.get("text", "") for out in cell.get("outputs", []) if out.get("output_type") == "stream")
+
+
+@pytest.fixture(scope="module")
+def executed():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    failed, error, seconds = run(nb)
+    if failed is not None:
+        pytest.fail(f"{NOTEBOOK.relative_to(ROOT)}: cell {failed} ({first_line(nb.cells[failed])!r}) "
+                    f"raised {error}\n{text_of(nb.cells[failed])}", pytrace=False)
+    return nb, seconds
+
+
+def printed(nb) -> str:
+    return "\n".join(text_of(cell) for cell in nb.cells if cell.cell_type == "code")
+
+
+# ----------------------------------------------------------------------------- the stored file
+
+
+def test_stored_without_outputs() -> None:
+    """Only the build's own run may put outputs on the page."""
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(nb)
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, (
+                f"cell {index} ({first_line(cell)!r}) is stored with outputs: clear them before committing"
+            )
+    assert nb.metadata.kernelspec.name == "python3"
+
+
+# ----------------------------------------------------------------------------- running it
+
+
+def test_every_cell_runs_quickly(executed) -> None:
+    _, seconds = executed
+    assert seconds < RUN_BUDGET, f"the cells took {seconds:.1f} s, more than the {RUN_BUDGET} s budget"
+
+
+def test_every_hand_made_gradient_agrees(executed) -> None:
+    nb, _ = executed
+    checks = [(m["name"], float(m["error"])) for m in CHECK_LINE.finditer(printed(nb))]
+    assert len(checks) >= 30, f"only {len(checks)} checks printed: {checks}"
+    bad = [(name, error) for name, error in checks if not error < TOLERANCE]
+    assert not bad, f"hand-made gradients that disagree with the reference: {bad}"
+
+
+def test_the_model_is_the_one_of_the_brief(executed) -> None:
+    nb, _ = executed
+    assert repr(CONFIG) in printed(nb), f"the notebook does not print {CONFIG!r}"
+
+
+def test_every_parameter_is_compared_with_the_model_and_finite_differences(executed) -> None:
+    from derivations.reference.model import param_shapes
+
+    nb, _ = executed
+    text = printed(nb)
+    names = set(param_shapes(CONFIG))
+    compared = {m["name"] for m in CHECK_LINE.finditer(text)}
+    assert names <= compared, f"parameters never compared with loss_and_grads: {sorted(names - compared)}"
+    differences = {m["name"]: float(m["error"]) for m in FD_LINE.finditer(text)}
+    assert set(differences) == names, f"finite differences cover {sorted(differences)}, not {sorted(names)}"
+    bad = {name: error for name, error in differences.items() if not error < FD_TOLERANCE}
+    assert not bad, f"gradients that disagree with finite differences: {bad}"
+
+
+def test_parameter_count_is_printed(executed) -> None:
+    from derivations.reference.model import count_params, init_params
+
+    nb, _ = executed
+    total = re.search(r"^total\s+(\d+)$", printed(nb), re.MULTILINE)
+    assert total and int(total[1]) == count_params(init_params(CONFIG))
+
+
+# ----------------------------------------------------------------------------- a wrong formula fails
+
+
+# (cell source to change, wrong version, the check that must fail): typical slips in a backward pass.
+WRONG_FORMULAS = {
+    "GELU derivative without z phi(z)": ("dz = du * (Phi + z * phi)", "dz = du * Phi", "dZ"),
+    "LayerNorm without gamma": ("g = dy * gamma", "g = dy", "dR_2"),
+    "attention without the 1/sqrt(d_head) scale": (
+        "dQ = dS @ K / math.sqrt(d_head)", "dQ = dS @ K", "dW_Q"),
+    "embedding gradient by buffered indexing (repeated tokens lost)": (
+        "dE = one_hot.T @ rows(dx0)", "dE = np.zeros_like(params['embed']); dE[tokens] += dx0", "dE"),
+}
+
+
+@pytest.mark.parametrize("mistake", list(WRONG_FORMULAS))
+def test_a_wrong_formula_is_caught(mistake: str) -> None:
+    right, wrong, check_name = WRONG_FORMULAS[mistake]
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    cells = [cell for cell in nb.cells if cell.cell_type == "code" and right in cell.source]
+    assert len(cells) == 1, f"the notebook no longer contains {right!r}: update WRONG_FORMULAS"
+    cells[0].source = cells[0].source.replace(right, wrong)
+    failed, error, _ = run(nb)
+    assert failed is not None, f"{mistake}: the notebook ran to the end"
+    assert error.startswith("AssertionError"), f"{mistake}: failed with {error}, not a check"
+    errors = {m["name"]: float(m["error"]) for m in CHECK_LINE.finditer(text_of(nb.cells[failed]))}
+    assert errors.get(check_name, 0.0) > TOLERANCE, f"{mistake}: {check_name} printed {errors}"
+
+
+# ----------------------------------------------------------------------------- the page
+
+
+class MarkdownCellText(HTMLParser):
+    """The text a reader sees in the notebook's Markdown cells, without KaTeX's hidden TeX source."""
+
+    SKIP = {"annotation", "script", "style"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[tuple[str, bool, bool]] = []  # (tag, inside a Markdown cell, skipped)
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs) -> None:
+        inside, skipped = self.stack[-1][1:] if self.stack else (False, False)
+        classes = (dict(attrs).get("class") or "").split()
+        if tag not in {"br", "hr", "img", "input", "meta", "link", "wbr"}:
+            self.stack.append((tag, inside or "jp-MarkdownCell" in classes, skipped or tag in self.SKIP))
+
+    def handle_endtag(self, tag) -> None:
+        while self.stack:
+            if self.stack.pop()[0] == tag:
+                break
+
+    def handle_data(self, data) -> None:
+        if self.stack and self.stack[-1][1] and not self.stack[-1][2]:
+            self.text.append(data)
+
+
+def build_page(tmp_path: Path) -> tuple[subprocess.CompletedProcess, Path]:
+    """Build a site of the notebook alone with the real configuration and hooks, the notebook
+    executed by the build (mkdocs-jupyter's cache off), ``--strict``."""
+    config = yaml.load((ROOT / "mkdocs.yml").read_text(), Loader=yaml.Loader)  # noqa: S506 - our own file
+    docs = tmp_path / "docs"
+    (docs / "notebooks").mkdir(parents=True)
+    (docs / "index.md").write_text("# Home\n\nThe [walkthrough](notebooks/backward-walkthrough.ipynb).\n")
+    (docs / "notebooks" / NOTEBOOK.name).write_bytes(NOTEBOOK.read_bytes())
+    plugins = copy.deepcopy(config["plugins"])
+    for plugin in plugins:
+        if isinstance(plugin, dict) and "mkdocs-jupyter" in plugin:
+            plugin["mkdocs-jupyter"]["cache"] = False
+    config.update(docs_dir=str(docs), hooks=[str(ROOT / "scripts" / "hooks.py")], extra_css=[], plugins=plugins,
+                  nav=[{"Home": "index.md"}, {"Walkthrough": "notebooks/backward-walkthrough.ipynb"}])
+    config.pop("watch", None)
+    path = tmp_path / "mkdocs.yml"
+    path.write_text(yaml.dump(config))
+    site = tmp_path / "site"
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "SOURCE_DATE_EPOCH": "0"}
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(path), "--site-dir", str(site)],
+        cwd=ROOT, env=env, capture_output=True, text=True,
+    )
+    return result, site / "notebooks" / "backward-walkthrough" / "index.html"
+
+
+def test_page_builds_with_rendered_math(tmp_path: Path) -> None:
+    result, page = build_page(tmp_path)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, f"mkdocs build --strict failed:\n{log}"
+    assert "KaTeX cannot render" not in log, log
+    html = page.read_text(encoding="utf-8")
+    assert "katex-error" not in html and "Traceback" not in html
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    formulas = sum(len(DOLLAR_MATH.findall(cell.source)) for cell in nb.cells if cell.cell_type == "markdown")
+    rendered = html.count('<span class="katex">')
+    assert rendered == formulas, f"{formulas} formulas in the notebook's Markdown, {rendered} rendered by KaTeX"
+
+    reader = MarkdownCellText()
+    reader.feed(html)
+    text = "".join(reader.text)
+    assert "Backward pass walkthrough" in text
+    assert "$" not in text, f"raw $ math left on the page: {text[max(text.find('$') - 80, 0):text.find('$') + 80]!r}"
+
+    # The outputs on the page are this build's: the checks and the count are there.
+    assert html.count("relative error") >= 30 and "finite-difference error" in html
+    assert re.search(r"\btotal\s+\d+", html)
