@@ -27,8 +27,10 @@ import numpy as np
 from ._checks import require
 from .attention import attention, attention_backward, softmax, softmax_backward
 from .layers import linear, linear_backward, relu, relu_backward
+from .model import TransformerConfig, forward_backward, init_params, loss_and_grads
 from .optim import clip_grad_norm, sgd_step
 from .rnn import rnn_backward, rnn_forward
+from .task import make_split
 
 __all__ = [
     "CHAIN_DEPTH",
@@ -36,6 +38,7 @@ __all__ = [
     "RNN_WIDTH",
     "RNN_HORIZONS",
     "RESIDUAL_DEPTHS",
+    "SATURATED",
     "deep_chain_gradient_norms",
     "shift_matrix",
     "scaled_orthogonal",
@@ -63,6 +66,8 @@ CHAIN_SCALES = (0.5, 0.9, 1.0, 1.5, 3.0)
 RNN_WIDTH = 16
 RNN_HORIZONS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 40, 50, 70, 100, 140, 200)
 RESIDUAL_DEPTHS = (2, 4, 8, 16, 32, 64)
+#: A query counts as saturated when its largest attention weight exceeds this.
+SATURATED = 0.99
 
 
 def _norm(x) -> float:
@@ -302,10 +307,11 @@ class ScoreStatistics(NamedTuple):
     raw_mean: float  # mean of the unscaled dot products q . k
     raw_variance: float  # their variance
     max_weight: float  # mean over queries of the largest attention weight
-    saturated: float  # fraction of queries whose largest weight exceeds 0.99
+    saturated: float  # fraction of queries whose largest weight exceeds SATURATED
     dS_median: float  # median over queries of ||dL/dS_i|| (one row of the score gradient)
     dQ_median: float  # median over queries of ||dL/dQ_i||
     dQ_total: float  # ||dL/dQ|| over all queries
+    dQ_top_share: float  # share of ||dL/dQ||^2 carried by the tenth of the queries with the largest gradients
 
 
 def score_statistics(d_k: int, scaled: bool, n_queries: int = 256, n_keys: int = 16, d_v: int = 16,
@@ -325,9 +331,11 @@ def score_statistics(d_k: int, scaled: bool, n_queries: int = 256, n_keys: int =
     dQ = attention_backward(dO, cache)[0] * c  # chain rule through the multiplication by c
     dS = softmax_backward(dO @ V.T, (A,))
     top = A.max(axis=1)
-    return ScoreStatistics(float(raw.mean()), float(raw.var()), float(top.mean()), float(np.mean(top > 0.99)),
+    per_query = np.sort(np.sum(dQ**2, axis=1))[::-1]
+    top_share = float(per_query[: max(1, n_queries // 10)].sum() / per_query.sum())
+    return ScoreStatistics(float(raw.mean()), float(raw.var()), float(top.mean()), float(np.mean(top > SATURATED)),
                            float(np.median(np.linalg.norm(dS, axis=1))),
-                           float(np.median(np.linalg.norm(dQ, axis=1))), _norm(dQ))
+                           float(np.median(np.linalg.norm(dQ, axis=1))), _norm(dQ), top_share)
 
 
 def score_scale_sweep(d_k: int, multipliers, n_queries: int = 256, n_keys: int = 16, d_v: int = 16,
@@ -373,9 +381,10 @@ def _block_gradient_norms(grads, n_layers: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=None)
 def _placement_batch(batch: int):
-    from .task import make_split
-
+    """The first ``batch`` training examples of the task (seed 0), read-only: shared by every run."""
     data, _ = make_split(n_train=batch, n_held_out=0, seed=0)
+    for array in data:
+        array.setflags(write=False)
     return data.tokens, data.targets
 
 
@@ -396,8 +405,6 @@ def norm_placement_profiles() -> dict[tuple[str, int], np.ndarray]:
         embedding) first. The arrays are read-only: the result is computed once
         per process and shared by the page and the figure.
     """
-    from .model import TransformerConfig, init_params, loss_and_grads
-
     tokens, targets = _placement_batch(PLACEMENT["batch"])
     profiles = {}
     for norm in ("post", "pre"):
@@ -419,7 +426,7 @@ def geometric_mean(values, axis=0) -> np.ndarray:
 
     Examples
     --------
-    >>> float(geometric_mean([1.0, 100.0]))
+    >>> round(float(geometric_mean([1.0, 100.0])), 12)
     10.0
     """
     return np.exp(np.mean(np.log(np.asarray(values, dtype=np.float64)), axis=axis))
@@ -530,8 +537,6 @@ def residual_scaling_profile(n_layers: int, scaled: bool, seed: int = 0) -> tupl
     block_grad : ndarray, shape ``[n_layers]``
         Norm of each block's parameter gradient.
     """
-    from .model import TransformerConfig, forward_backward, init_params
-
     config = TransformerConfig(d_model=PLACEMENT["d_model"], n_heads=PLACEMENT["n_heads"], d_ff=PLACEMENT["d_ff"],
                                n_layers=n_layers, norm="pre")
     params = init_params(config, seed)
@@ -605,7 +610,7 @@ def train_mlp(init: str, lr: float, steps: int = 200, hidden: int = 32, seed: in
 class SelectorRun(NamedTuple):
     losses: np.ndarray  # [steps], the loss before each step
     accuracy: float  # fraction of queries whose largest weight is on their target key, after training
-    saturated: float  # fraction of queries whose largest weight exceeds 0.99, at the start
+    saturated: float  # fraction of queries whose largest weight exceeds SATURATED, at the start
 
 
 def train_attention_selector(scaled: bool, steps: int = 300, lr: float = 0.5, n: int = 64, d: int = 64,
@@ -628,7 +633,7 @@ def train_attention_selector(scaled: bool, steps: int = 300, lr: float = 0.5, n:
     losses, saturated = [], None
     for _ in range(steps):
         A, cache = softmax((X @ W) @ K.T * factor)
-        saturated = float(np.mean(A.max(axis=1) > 0.99)) if saturated is None else saturated
+        saturated = float(np.mean(A.max(axis=1) > SATURATED)) if saturated is None else saturated
         residual = A - Y  # A V with V = I
         losses.append(0.5 * float(np.sum(residual**2)) / n)
         dS = softmax_backward(residual / n, cache)
