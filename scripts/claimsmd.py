@@ -87,3 +87,47 @@ def claims_page(cited_by: dict[str, list[tuple[str, str]]], results: dict[str, d
             f"- id: `{claim.id}`\n- proven for: {claim.sizes}\n- result: {status}\n- cited by: {links}\n"
         )
     return "\n".join(rows)
+
+
+# ----------------------------------------------------------------------------- notebooks
+# mkdocs-jupyter renders notebooks without the Markdown hooks, so a claim line in a
+# notebook's Markdown cell arrives as <p>[[claim: id]]</p> in the page's HTML.
+
+CLAIM_PARAGRAPH = re.compile(r"<p>\s*\[\[claim:\s*(?P<id>[^\]\s<]+)\s*\]\]\s*</p>")
+
+
+def notebook_markdown(text: str) -> str:
+    """The Markdown cells of a notebook (its JSON text), one after another."""
+    import json
+
+    cells = json.loads(text).get("cells", [])
+    return "\n".join(
+        "".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in cells if c["cell_type"] == "markdown"
+    )
+
+
+def expand_html(page_html: str, page_url: str, claims_url: str = "claims/") -> tuple[str, list[str]]:
+    """Replace claim paragraphs of a rendered notebook by the claim's formula and badge."""
+    errors: list[str] = []
+    link = posixpath.relpath(claims_url, page_url or ".") + "/"
+
+    def replace(match: re.Match) -> str:
+        claim_id = match.group("id")
+        try:
+            claim = get_claim(claim_id)
+        except KeyError as error:
+            errors.append(error.args[0])
+            return match.group(0)
+        return (
+            f'<div class="claim"><div class="arithmatex">\\[{html_escape(claim.latex)}\\]</div>'
+            f'<p><span class="claim-badge"><a href="{link}#{anchor(claim_id)}" title="{html_escape(claim.title)}">'
+            f"SymPy-proven: {html_escape(claim.sizes)}</a> · <code>{claim_id}</code></span></p></div>"
+        )
+
+    return CLAIM_PARAGRAPH.sub(replace, page_html), errors
+
+
+def html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text, quote=True)

@@ -13,12 +13,18 @@ as an error naming the page (and line), which makes ``mkdocs build --strict`` fa
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
 from pathlib import Path
 
 from mkdocs.structure.files import File
+
+# One BLAS thread for the pages' small matrix products (threaded BLAS on 2 cores is far slower);
+# effective because NumPy is first imported below, by the derivations package.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -73,6 +79,8 @@ def on_files(files, config):
     cited_by: dict[str, list[tuple[str, str]]] = {}
     for file in files.documentation_pages():
         text = Path(file.abs_src_path).read_text(encoding="utf-8")
+        if file.src_uri.endswith(".ipynb"):
+            text = claimsmd.notebook_markdown(text)
         title = next((line[2:].strip() for line in text.splitlines() if line.startswith("# ")), file.name)
         for citation in claimsmd.find_citations(text):
             pages = cited_by.setdefault(citation.claim_id, [])
@@ -121,6 +129,9 @@ def on_post_page(output, page, config):
         try:
             output = notebookpage.strip_remote_loaders(output)
         except ValueError as error:
+            log.error("docs/%s: %s", page.file.src_uri, error)
+        output, errors = claimsmd.expand_html(output, page.url)
+        for error in errors:
             log.error("docs/%s: %s", page.file.src_uri, error)
     source = Path(page.file.abs_src_path).read_text(encoding="utf-8") if page.file.abs_src_path else None
     output, errors = mathrender.render_page(output, _state["renderer"], source)

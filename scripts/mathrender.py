@@ -25,7 +25,7 @@ KATEX_DIST = ROOT / "node_modules" / "katex" / "dist"
 ARITHMATEX = re.compile(r'<(span|div) class="arithmatex">(.*?)</\1>', re.DOTALL)
 DELIMITERS = {r"\(": r"\)", r"\[": r"\]"}
 # mkdocs-jupyter 0.26 leaves notebook Markdown math as $..$ / $$..$$ inside these cells.
-NOTEBOOK_MARKDOWN = re.compile(r'(<div class="jp-RenderedMarkdown[^"]*"[^>]*>)(.*?)(</div>)', re.DOTALL)
+NOTEBOOK_MARKDOWN = re.compile(r'(<div class="(?:[^"]*\s)?jp-RenderedMarkdown\b[^"]*"[^>]*>)(.*?)(</div>)', re.DOTALL)
 DOLLAR_MATH = re.compile(r"\$\$(.+?)\$\$|(?<![\\$])\$(?!\s)(.+?)(?<![\s\\])\$", re.DOTALL)
 
 
