@@ -7,7 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+# One BLAS thread: on a 2-core machine shared by two test workers, threaded BLAS slows small
+# matrix products by orders of magnitude. Must be set before NumPy is imported.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -21,9 +26,14 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
+_BUILD_FAILURE: list[str] = []  # pytest re-runs a failed session fixture for every test: build once
+
+
 @pytest.fixture(scope="session")
 def built_site(tmp_path_factory) -> Path:
     """``mkdocs build --strict`` into a temporary folder; the build's log is shown on failure."""
+    if _BUILD_FAILURE:
+        pytest.fail(_BUILD_FAILURE[0], pytrace=False)
     site = tmp_path_factory.mktemp("site")
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "SOURCE_DATE_EPOCH": "0"}
     result = subprocess.run(
@@ -31,7 +41,8 @@ def built_site(tmp_path_factory) -> Path:
         cwd=ROOT, env=env, capture_output=True, text=True,
     )
     if result.returncode != 0:
-        pytest.fail(f"mkdocs build --strict failed:\n{result.stdout}\n{result.stderr}", pytrace=False)
+        _BUILD_FAILURE.append(f"mkdocs build --strict failed:\n{result.stdout}\n{result.stderr}")
+        pytest.fail(_BUILD_FAILURE[0], pytrace=False)
     return site
 
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 import sympy as sp
 
-from claimsmd import find_citations
+from claimsmd import find_citations, notebook_markdown
 from claimsrecord import ensure_verified
 from conftest import DOCS
 from derivations.symbolic import CLAIMS, IndexIdentity, VJPIdentity, get_claim
@@ -184,10 +184,14 @@ def test_out_of_range_guard_is_not_discharged() -> None:
 
 
 def _citations():
-    return {
-        page.relative_to(DOCS).as_posix(): find_citations(page.read_text(encoding="utf-8"))
-        for page in sorted(DOCS.rglob("*.md"))
-    }
+    """Claim citations of every page: Markdown pages and the notebooks' Markdown cells."""
+    found = {}
+    for page in sorted([*DOCS.rglob("*.md"), *DOCS.rglob("*.ipynb")]):
+        text = page.read_text(encoding="utf-8")
+        if page.suffix == ".ipynb":
+            text = notebook_markdown(text)
+        found[page.relative_to(DOCS).as_posix()] = find_citations(text)
+    return found
 
 
 def test_every_cited_claim_exists() -> None:

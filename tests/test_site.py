@@ -107,7 +107,7 @@ def mini_site(tmp_path: Path, page: str) -> subprocess.CompletedProcess:
     docs.mkdir()
     (docs / "index.md").write_text("# Home\n\nSee [the page](page.md).\n")
     (docs / "page.md").write_text(page)
-    config.update(docs_dir=str(docs), hooks=[str(ROOT / "scripts" / "hooks.py")], extra_css=[])
+    config.update(docs_dir=str(docs), hooks=[str(ROOT / "scripts" / "hooks.py")], extra_css=[], watch=[])
     config.pop("nav", None)
     path = tmp_path / "mkdocs.yml"
     path.write_text(yaml.dump(config))
