@@ -25,6 +25,7 @@ from .layers import (
 )
 from .multi_head import multi_head_attention, multi_head_attention_backward
 from .optim import adam_init, adam_step, adamw_step, clip_grad_norm, momentum_init, momentum_step, sgd_step
+from .rnn import rnn_backward, rnn_forward
 
 __all__ = [
     "adam_init",
@@ -54,6 +55,8 @@ __all__ = [
     "relative_error",
     "relu",
     "relu_backward",
+    "rnn_backward",
+    "rnn_forward",
     "sgd_step",
     "softmax",
     "softmax_backward",
