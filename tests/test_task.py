@@ -49,6 +49,9 @@ def test_malformed_expressions_raise(bad):
 
 
 def test_detokenize_inverts_tokenize_on_every_example():
+    assert detokenize([15, 17, 3, 19, 8, 19, 4, 18]) == "Max(1,6,2)"
+    with pytest.raises(ValueError):
+        detokenize([20])
     data = all_examples()
     texts = data.texts()
     assert len(set(texts)) == len(texts) == 5 * 10**3

@@ -242,7 +242,7 @@ def draw_gradient_norms(run: TrainingRun) -> str:
     right.set_xlabel("norm of the parameter gradient (log scale)")
     left.set_title("activations, in backward order", fontsize=10)
     right.set_title("parameter groups", fontsize=10)
-    left.legend(frameon=False, loc="center", fontsize=8.5, title="parameters after")
+    left.legend(frameon=False, loc="center", fontsize=8.5, title="parameters at")
     return to_svg(fig)
 
 
