@@ -72,15 +72,38 @@ def blocks(path: Path, docs: Path) -> list[Block]:
     return found
 
 
-def run_page(page_blocks: list[Block]) -> None:
-    """Execute a page's executable blocks in order in one namespace.
+def run_page(page_blocks: list[Block]) -> list[tuple[Block, str]]:
+    """Execute a page's executable blocks in order in one namespace; return what each printed.
 
     Code is compiled with the page's path as its file name and padded so that a
     traceback names ``docs/<page>.md`` and the line of the Markdown file.
     """
+    import contextlib
+    import io
+
     namespace: dict = {"__name__": "__main__"}
+    printed = []
     for block in page_blocks:
         if not block.executable:
             continue
         code = compile("\n" * (block.line - 1) + block.code, f"docs/{block.page}", "exec")
-        exec(code, namespace)  # noqa: S102 - running the page's code is the point
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            exec(code, namespace)  # noqa: S102 - running the page's code is the point
+        printed.append((block, buffer.getvalue()))
+    return printed
+
+
+MARKDOWN_LINK = re.compile(r"\]\((?!https?:)[^)\s]*\)")
+
+
+def links_in_output(block: Block, output: str) -> list[str]:
+    """Markdown links in what a hidden block printed.
+
+    markdown-exec renders printed Markdown outside MkDocs' link handling: a link to
+    ``page.md`` stays ``page.md`` and an anchor gets markdown-exec's id prefix, so both
+    break. Links belong in the page's own prose.
+    """
+    if block.options.get("result") or block.options.get("html"):
+        return []
+    return MARKDOWN_LINK.findall(output)

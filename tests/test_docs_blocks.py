@@ -12,7 +12,7 @@ import matplotlib
 import pytest
 
 from conftest import DOCS
-from docblocks import blocks, run_page
+from docblocks import blocks, links_in_output, run_page
 
 matplotlib.use("Agg")
 
@@ -23,7 +23,9 @@ NORUN = [b for page in ALL_BLOCKS.values() for b in page if b.norun is not None]
 
 @pytest.mark.parametrize("page", [p for p, bs in ALL_BLOCKS.items() if any(b.executable for b in bs)])
 def test_page_blocks_run(page: str) -> None:
-    run_page(ALL_BLOCKS[page])
+    printed = run_page(ALL_BLOCKS[page])
+    linked = [f"{block.where}: {links}" for block, output in printed if (links := links_in_output(block, output))]
+    assert not linked, "links in printed Markdown break (write them in the page's prose):\n" + "\n".join(linked)
 
 
 @pytest.mark.parametrize("page", sorted(ALL_BLOCKS))

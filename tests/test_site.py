@@ -107,6 +107,7 @@ def mini_site(tmp_path: Path, page: str) -> subprocess.CompletedProcess:
     docs.mkdir()
     (docs / "index.md").write_text("# Home\n\nSee [the page](page.md).\n")
     (docs / "page.md").write_text(page)
+    (docs / "claims.md").write_text((ROOT / "docs" / "claims.md").read_text())
     config.update(docs_dir=str(docs), hooks=[str(ROOT / "scripts" / "hooks.py")], extra_css=[], watch=[])
     config.pop("nav", None)
     path = tmp_path / "mkdocs.yml"
@@ -146,3 +147,32 @@ def test_good_mini_site_builds(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     html = (tmp_path / "site" / "page" / "index.html").read_text(encoding="utf-8")
     assert "computed 42" in html and 'class="katex"' in html and "claim-badge" in html
+
+
+def test_internal_links_and_anchors_resolve(built_site: Path) -> None:
+    """Every internal link of the built site reaches a file, and its #anchor an element id.
+
+    MkDocs validates links written in Markdown; this also covers links the hooks add after
+    rendering (claim badges in the notebook) and links inside generated pages.
+    """
+    href = re.compile(r'<a\b[^>]*\bhref="([^"#?:]*)(?:#([^"]*))?"')
+    ids_of: dict[Path, set[str]] = {}
+
+    def ids(path: Path) -> set[str]:
+        if path not in ids_of:
+            ids_of[path] = set(re.findall(r'\bid="([^"]+)"', path.read_text(encoding="utf-8")))
+        return ids_of[path]
+
+    broken = []
+    for page in pages(built_site):
+        for target, fragment in href.findall(page.read_text(encoding="utf-8")):
+            if target.startswith("//"):
+                continue
+            resolved = (page.parent / target).resolve() if target else page
+            if resolved.is_dir():
+                resolved = resolved / "index.html"
+            if not resolved.exists():
+                broken.append(f"{page.relative_to(built_site)}: {target}")
+            elif fragment and resolved.suffix == ".html" and fragment not in ids(resolved):
+                broken.append(f"{page.relative_to(built_site)}: {target}#{fragment}")
+    assert not broken, "\n".join(sorted(set(broken)))
