@@ -23,6 +23,7 @@ import yaml
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
+from claimsmd import find_citations
 from conftest import DOCS, ROOT
 from derivations.reference.model import TransformerConfig
 
@@ -232,7 +233,9 @@ def test_page_builds_with_rendered_math(tmp_path: Path) -> None:
     assert "katex-error" not in html and "Traceback" not in html
 
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    formulas = sum(len(DOLLAR_MATH.findall(cell.source)) for cell in nb.cells if cell.cell_type == "markdown")
+    markdown = [cell.source for cell in nb.cells if cell.cell_type == "markdown"]
+    # Each $..$ formula, plus one display formula per [[claim: id]] line (expanded by the hooks).
+    formulas = sum(len(DOLLAR_MATH.findall(text)) + len(find_citations(text)) for text in markdown)
     rendered = html.count('<span class="katex">')
     assert rendered == formulas, (
         f"{formulas} formulas in the notebook's Markdown, {rendered} rendered by KaTeX"
