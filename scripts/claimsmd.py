@@ -11,7 +11,13 @@ import posixpath
 import re
 from dataclasses import dataclass
 
-from derivations.symbolic import CLAIMS, get_claim
+
+
+def get_claim(claim_id: str):
+    # Imported at call time: under `mkdocs serve` the hooks reload the package between builds.
+    from derivations.symbolic import get_claim as lookup
+
+    return lookup(claim_id)
 
 CLAIM_LINE = re.compile(r"^(?P<indent>[ \t]*)\[\[claim:\s*(?P<id>[^\]\s]+)\s*\]\]\s*$", re.MULTILINE)
 CLAIMS_PAGE = "claims.md"
@@ -70,6 +76,8 @@ def claims_page(cited_by: dict[str, list[tuple[str, str]]], results: dict[str, d
     ``cited_by`` maps a claim id to ``(page title, page src)`` pairs; ``results`` maps
     an id to its verification result (``ok``, ``seconds``, ``detail``) from this build.
     """
+    from derivations.symbolic import CLAIMS
+
     rows = []
     for claim in CLAIMS:
         pages = cited_by.get(claim.id, [])
