@@ -48,7 +48,7 @@ def rebuild_after_edit(page: str = "docs/notation.md") -> float:
     path = ROOT / page
     original = path.read_text(encoding="utf-8")
     server = subprocess.Popen(
-        [str(BIN / "mkdocs"), "serve", "--dev-addr", "127.0.0.1:8765", "--no-livereload"],
+        [str(BIN / "mkdocs"), "serve", "--dev-addr", "127.0.0.1:8765"],
         cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
