@@ -74,6 +74,11 @@ def on_config(config):
     # so that pages and figures import the code as it is now, not as it was at the first build.
     for name in [m for m in sys.modules if m == "derivations" or m.startswith("derivations.")]:
         del sys.modules[name]
+    # mkdocs-jupyter keys its cache of executed notebooks on the notebook's bytes alone; a change
+    # to the package the notebook imports must re-run it, so the package's hash names the folder.
+    jupyter = config.plugins.get("mkdocs-jupyter")
+    if jupyter is not None and jupyter.config.get("cache"):
+        jupyter.config["cache_dir"] = str(buildcache.CACHE / "notebooks" / buildcache.source_hash("derivations"))
     _start_verification()
     return config
 

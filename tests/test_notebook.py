@@ -101,6 +101,19 @@ def test_stored_without_outputs() -> None:
 # ----------------------------------------------------------------------------- running it
 
 
+def test_each_cell_prints_in_one_piece(executed) -> None:
+    """Output that reaches the kernel in pieces renders as several output areas, and how many
+    depends on timing, so two builds would differ. A cell that computes between prints should
+    collect its lines and print once."""
+    nb, _ = executed
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            streams = [out.get("name") for out in cell.outputs if out.get("output_type") == "stream"]
+            assert len(streams) == len(set(streams)), (
+                f"cell {index} ({first_line(cell)!r}) printed in {len(streams)} pieces: print once at the end"
+            )
+
+
 def test_every_cell_runs_quickly(executed) -> None:
     _, seconds = executed
     assert seconds < RUN_BUDGET, f"the cells took {seconds:.1f} s, more than the {RUN_BUDGET} s budget"

@@ -80,7 +80,7 @@ class IndexIdentity:
 
     sizes = "general sizes (Indexed, KroneckerDelta, symbolic Sum)"
 
-    def cases(self) -> Iterator[Case]:
+    def cases(self, points=None) -> Iterator[Case]:
         yield "general", _discharge_ranges(sp.sympify(self.actual()).doit(), self.ranges), self.claimed()
 
 
@@ -105,7 +105,7 @@ class VJPIdentity:
     def sizes(self) -> str:
         return describe_grid(self.grid)
 
-    def cases(self) -> Iterator[Case]:
+    def cases(self, points: list[dict[str, int]] | None = None) -> Iterator[Case]:
         """One case per input entry and upstream entry: the coefficient of ``G[k]``.
 
         Both sides are linear in ``G`` (the actual VJP by construction), so they are
@@ -116,7 +116,7 @@ class VJPIdentity:
         it contains is lost by taking coefficients.
         """
         scale = sp.Symbol("lambda_G")
-        for point in grid_points(self.grid):
+        for point in grid_points(self.grid) if points is None else points:
             inputs = {
                 name: symbol_matrix(name, r, c, **({"positive": True} if name in self.positive else {}))
                 for name, (r, c) in self.shapes(**point).items()
@@ -167,8 +167,8 @@ class ExprIdentity:
     def sizes(self) -> str:
         return describe_grid(self.grid) if self.grid else self.note
 
-    def cases(self) -> Iterator[Case]:
-        for point in grid_points(self.grid):
+    def cases(self, points: list[dict[str, int]] | None = None) -> Iterator[Case]:
+        for point in grid_points(self.grid) if points is None else points:
             actual, claimed = self.actual(**point), self.claimed(**point)
             if isinstance(actual, sp.MatrixBase) or isinstance(claimed, sp.MatrixBase):
                 actual, claimed = sp.Matrix(actual), sp.Matrix(claimed)
