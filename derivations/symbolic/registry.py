@@ -44,12 +44,12 @@ def grid_points(grid: Grid) -> list[dict[str, int]]:
 
 
 def describe_grid(grid: Grid) -> str:
-    """``"n_q, n_k in {1, 2, 3} (9 cases)"``, for the verify table and the pages."""
+    """``"n_q, n_k in {1, 2, 3} (9 size combinations)"``, for the verify table and the pages."""
     parts: dict[tuple[int, ...], list[str]] = {}
     for name, values in grid.items():
         parts.setdefault(tuple(values), []).append(name)
     text = "; ".join(f"{', '.join(names)} in {{{', '.join(map(str, values))}}}" for values, names in parts.items())
-    return f"{text} ({len(grid_points(grid))} cases)"
+    return f"{text} ({len(grid_points(grid))} size combinations)"
 
 
 def symbol_matrix(name: str, rows: int, cols: int, **assumptions: bool) -> sp.Matrix:
