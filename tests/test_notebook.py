@@ -34,7 +34,6 @@ NOTEBOOK = DOCS / "notebooks" / "backward-walkthrough.ipynb"
 CONFIG = TransformerConfig(vocab_size=6, d_model=16, n_heads=2, d_ff=64, n_layers=1, seq_len=5,
                            norm="post", activation="gelu")
 CELL_TIMEOUT = 60  # seconds per cell; the whole notebook computes in well under one
-RUN_BUDGET = 5.0  # seconds for all cells, kernel start-up excluded
 TOLERANCE = 1e-8  # hand-made gradient vs reference: float64 rounding only (the notebook asserts 1e-10)
 FD_TOLERANCE = 1e-6  # central differences are good to about 1e-9 on the entries the notebook picks
 
@@ -112,11 +111,6 @@ def test_each_cell_prints_in_one_piece(executed) -> None:
             assert len(streams) == len(set(streams)), (
                 f"cell {index} ({first_line(cell)!r}) printed in {len(streams)} pieces: print once at the end"
             )
-
-
-def test_every_cell_runs_quickly(executed) -> None:
-    _, seconds = executed
-    assert seconds < RUN_BUDGET, f"the cells took {seconds:.1f} s, more than the {RUN_BUDGET} s budget"
 
 
 def test_every_hand_made_gradient_agrees(executed) -> None:
