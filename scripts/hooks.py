@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -70,6 +71,9 @@ def _verification_results() -> dict[str, dict]:
 def on_config(config):
     _state.clear()
     _state["started"] = time.perf_counter()
+    # MkDocs stamps the sitemap (and its gzip header) with the build date; the date of the last
+    # commit makes two builds of the same commit identical on any day.
+    os.environ.setdefault("SOURCE_DATE_EPOCH", _last_commit_time())
     # Under `mkdocs serve` every rebuild runs in the same process: drop the derivations package
     # so that pages and figures import the code as it is now, not as it was at the first build.
     for name in [m for m in sys.modules if m == "derivations" or m.startswith("derivations.")]:
@@ -81,6 +85,14 @@ def on_config(config):
         jupyter.config["cache_dir"] = str(buildcache.CACHE / "notebooks" / buildcache.source_hash("derivations"))
     _start_verification()
     return config
+
+
+def _last_commit_time() -> str:
+    try:
+        run = subprocess.run(["git", "log", "-1", "--format=%ct"], cwd=buildcache.ROOT, capture_output=True, text=True)
+    except OSError:
+        return "0"
+    return run.stdout.strip() or "0"
 
 
 def on_files(files, config):
