@@ -26,6 +26,35 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
+def mkdocs_build(site: Path, config: Path | None = None) -> subprocess.CompletedProcess:
+    """``mkdocs build --strict`` of the site (or of ``config``) into ``site``, dated so builds compare."""
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "SOURCE_DATE_EPOCH": "0"}
+    command = [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)]
+    if config is not None:
+        command += ["-f", str(config)]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+def write_config(tmp_path: Path, docs: Path, **overrides) -> Path:
+    """The site's mkdocs.yml and hooks, for a small site made of ``docs``.
+
+    ``overrides`` replace settings; ``None`` removes one. ``watch`` is dropped because its
+    paths are relative to the real repository.
+    """
+    import yaml
+
+    config = yaml.load((ROOT / "mkdocs.yml").read_text(), Loader=yaml.Loader)  # noqa: S506 - our own file
+    config.update(docs_dir=str(docs), hooks=[str(ROOT / "scripts" / "hooks.py")], extra_css=[], watch=[])
+    for key, value in overrides.items():
+        if value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
+    path = tmp_path / "mkdocs.yml"
+    path.write_text(yaml.dump(config))
+    return path
+
+
 _BUILD_FAILURE: list[str] = []  # pytest re-runs a failed session fixture for every test: build once
 
 
@@ -35,11 +64,7 @@ def built_site(tmp_path_factory) -> Path:
     if _BUILD_FAILURE:
         pytest.fail(_BUILD_FAILURE[0], pytrace=False)
     site = tmp_path_factory.mktemp("site")
-    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "SOURCE_DATE_EPOCH": "0"}
-    result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
-        cwd=ROOT, env=env, capture_output=True, text=True,
-    )
+    result = mkdocs_build(site)
     if result.returncode != 0:
         _BUILD_FAILURE.append(f"mkdocs build --strict failed:\n{result.stdout}\n{result.stderr}")
         pytest.fail(_BUILD_FAILURE[0], pytrace=False)

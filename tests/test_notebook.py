@@ -9,10 +9,8 @@ cell that fails.
 from __future__ import annotations
 
 import copy
-import os
 import re
 import subprocess
-import sys
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -24,7 +22,8 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from claimsmd import find_citations
-from conftest import DOCS, ROOT
+from conftest import DOCS, ROOT, mkdocs_build, write_config
+from mathrender import DOLLAR_MATH
 from derivations.reference.model import TransformerConfig
 
 pytestmark = pytest.mark.xdist_group("notebook")  # one worker runs the notebook once for all of these
@@ -41,7 +40,6 @@ FD_TOLERANCE = 1e-6  # central differences are good to about 1e-9 on the entries
 CHECK_LINE = re.compile(r"^(?P<name>\S.*?)\s+\((?:\d+(?:, )?)*,?\)\s+relative error (?P<error>\S+)$", re.MULTILINE)
 FD_LINE = re.compile(r"^(?P<name>\S+)\s+entries \[[\d, ]+\]\s+finite-difference error (?P<error>\S+)$", re.MULTILINE)
 # The delimiters the build renders in notebook Markdown (scripts/mathrender.py).
-DOLLAR_MATH = re.compile(r"\$\$(.+?)\$\$|(?<![\\$])\$(?!\s)(.+?)(?<![\s\\])\$", re.DOTALL)
 
 
 def first_line(cell) -> str:
@@ -208,26 +206,18 @@ class VisibleText(HTMLParser):
 def build_page(tmp_path: Path) -> tuple[subprocess.CompletedProcess, Path]:
     """Build a site of the notebook alone with the real configuration and hooks, the notebook
     executed by the build (mkdocs-jupyter's cache off), ``--strict``."""
-    config = yaml.load((ROOT / "mkdocs.yml").read_text(), Loader=yaml.Loader)  # noqa: S506 - our own file
     docs = tmp_path / "docs"
     (docs / "notebooks").mkdir(parents=True)
     (docs / "index.md").write_text("# Home\n\nThe [walkthrough](notebooks/backward-walkthrough.ipynb).\n")
     (docs / "notebooks" / NOTEBOOK.name).write_bytes(NOTEBOOK.read_bytes())
+    config = yaml.load((ROOT / "mkdocs.yml").read_text(), Loader=yaml.Loader)  # noqa: S506 - our own file
     plugins = copy.deepcopy(config["plugins"])
     for plugin in plugins:
         if isinstance(plugin, dict) and "mkdocs-jupyter" in plugin:
             plugin["mkdocs-jupyter"]["cache"] = False
-    config.update(docs_dir=str(docs), hooks=[str(ROOT / "scripts" / "hooks.py")], extra_css=[], plugins=plugins,
-                  nav=[{"Home": "index.md"}, {"Walkthrough": "notebooks/backward-walkthrough.ipynb"}])
-    config.pop("watch", None)
-    path = tmp_path / "mkdocs.yml"
-    path.write_text(yaml.dump(config))
+    nav = [{"Home": "index.md"}, {"Walkthrough": "notebooks/backward-walkthrough.ipynb"}]
     site = tmp_path / "site"
-    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "SOURCE_DATE_EPOCH": "0"}
-    result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(path), "--site-dir", str(site)],
-        cwd=ROOT, env=env, capture_output=True, text=True,
-    )
+    result = mkdocs_build(site, write_config(tmp_path, docs, plugins=plugins, nav=nav))
     return result, site / "notebooks" / "backward-walkthrough" / "index.html"
 
 

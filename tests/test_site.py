@@ -4,16 +4,13 @@ and every kind of bad input fails the build with the page and the reason.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import ROOT
+from conftest import ROOT, mkdocs_build, write_config
 
 pytestmark = pytest.mark.xdist_group("site")  # one worker builds the site once for all of these
 
@@ -78,7 +75,8 @@ def test_claim_badges_link_to_the_claims_page(built_site: Path) -> None:
 
 def test_build_is_reproducible(built_site: Path, tmp_path: Path) -> None:
     second = tmp_path / "again"
-    build(ROOT / "mkdocs.yml", second, check=True)
+    result = mkdocs_build(second)
+    assert result.returncode == 0, result.stdout + result.stderr
     first_files = {p.relative_to(built_site) for p in built_site.rglob("*") if p.is_file()}
     second_files = {p.relative_to(second) for p in second.rglob("*") if p.is_file()}
     assert first_files == second_files
@@ -89,30 +87,14 @@ def test_build_is_reproducible(built_site: Path, tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- bad input fails the build
 
 
-def build(config: Path, site: Path, check: bool = False) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "SOURCE_DATE_EPOCH": "0"}
-    result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config), "--site-dir", str(site)],
-        cwd=ROOT, env=env, capture_output=True, text=True,
-    )
-    if check and result.returncode != 0:
-        pytest.fail(result.stdout + result.stderr, pytrace=False)
-    return result
-
-
 def mini_site(tmp_path: Path, page: str) -> subprocess.CompletedProcess:
     """Build a one-page site with the real configuration and hooks."""
-    config = yaml.load((ROOT / "mkdocs.yml").read_text(), Loader=yaml.Loader)  # noqa: S506 - our own file
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "index.md").write_text("# Home\n\nSee [the page](page.md).\n")
     (docs / "page.md").write_text(page)
     (docs / "claims.md").write_text((ROOT / "docs" / "claims.md").read_text())
-    config.update(docs_dir=str(docs), hooks=[str(ROOT / "scripts" / "hooks.py")], extra_css=[], watch=[])
-    config.pop("nav", None)
-    path = tmp_path / "mkdocs.yml"
-    path.write_text(yaml.dump(config))
-    return build(path, tmp_path / "site")
+    return mkdocs_build(tmp_path / "site", write_config(tmp_path, docs, nav=None))
 
 
 BAD_PAGES = {
