@@ -80,9 +80,10 @@ def on_config(config):
         del sys.modules[name]
     # mkdocs-jupyter keys its cache of executed notebooks on the notebook's bytes alone; a change
     # to the package the notebook imports must re-run it, so the package's hash names the folder.
+    _state["package_hash"] = buildcache.source_hash("derivations")  # keys the figures and the notebook
     jupyter = config.plugins.get("mkdocs-jupyter")
     if jupyter is not None and jupyter.config.get("cache"):
-        jupyter.config["cache_dir"] = str(buildcache.CACHE / "notebooks" / buildcache.source_hash("derivations"))
+        jupyter.config["cache_dir"] = str(buildcache.CACHE / "notebooks" / _state["package_hash"])
     _start_verification()
     return config
 
@@ -114,7 +115,7 @@ def on_files(files, config):
 
     from derivations.figures import FIGURES
 
-    key = buildcache.source_hash("derivations")
+    key = _state["package_hash"]
     for name in sorted(FIGURES):
         cached = buildcache.path_for("figures", f"{name}-{key}", ".svg")
         if not cached.exists():
