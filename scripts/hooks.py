@@ -34,6 +34,7 @@ import claimsmd  # noqa: E402
 import claimsrecord  # noqa: E402
 import mathrender  # noqa: E402
 import notebookpage  # noqa: E402
+import notebooks  # noqa: E402
 
 log = logging.getLogger("mkdocs.hooks.verified_backprop")
 
@@ -81,11 +82,43 @@ def on_config(config):
     # mkdocs-jupyter keys its cache of executed notebooks on the notebook's bytes alone; a change
     # to the package the notebook imports must re-run it, so the package's hash names the folder.
     _state["package_hash"] = buildcache.source_hash("derivations")  # keys the figures and the notebook
-    jupyter = config.plugins.get("mkdocs-jupyter")
-    if jupyter is not None and jupyter.config.get("cache"):
-        jupyter.config["cache_dir"] = str(buildcache.CACHE / "notebooks" / _state["package_hash"])
     _start_verification()
+    _start_notebooks(Path(config.docs_dir))
     return config
+
+
+# ----------------------------------------------------------------------------- notebooks
+
+
+def _start_notebooks(docs: Path) -> None:
+    """Execute every notebook (or find its cached run) in a thread while the rest builds.
+
+    mkdocs-jupyter then renders the executed, stream-merged copy with its own execution off
+    (mkdocs.yml), so a notebook page is the same bytes whatever the kernel's message timing.
+    """
+    sources = sorted(docs.rglob("*.ipynb"))
+    _state["notebooks"] = {}
+
+    def run() -> None:
+        for source in sources:
+            try:
+                _state["notebooks"][source.resolve()] = notebooks.executed_copy(source)
+            except Exception as error:  # reported on the notebook's page
+                _state["notebooks"][source.resolve()] = error
+
+    _state["notebook_thread"] = threading.Thread(target=run, daemon=True)
+    _state["notebook_thread"].start()
+
+
+def on_pre_page(page, config, files):
+    if page.file.src_uri.endswith(".ipynb") and page.file.abs_src_path:
+        _state["notebook_thread"].join()
+        executed = _state["notebooks"].get(Path(page.file.abs_src_path).resolve())
+        if isinstance(executed, Path):
+            page.file.abs_src_path = str(executed)  # mkdocs-jupyter reads it when the page renders
+        else:
+            log.error("docs/%s: %s", page.file.src_uri, executed or "the notebook was not executed")
+    return page
 
 
 def _last_commit_time() -> str:
@@ -155,6 +188,8 @@ def on_post_page(output, page, config):
         for error in errors:
             log.error("docs/%s: %s", page.file.src_uri, error)
     source = Path(page.file.abs_src_path).read_text(encoding="utf-8") if page.file.abs_src_path else None
+    if page.file.src_uri.endswith(".ipynb"):
+        source = Path(config.docs_dir, page.file.src_uri).read_text(encoding="utf-8")
     output, errors = mathrender.render_page(output, _state["renderer"], source)
     for error in errors:
         where = f"docs/{page.file.src_uri}" + (f":{error.line}" if error.line else " (formula not in the source: from a claim?)")
