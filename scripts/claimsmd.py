@@ -21,6 +21,8 @@ def get_claim(claim_id: str):
 
 CLAIM_LINE = re.compile(r"^(?P<indent>[ \t]*)\[\[claim:\s*(?P<id>[^\]\s]+)\s*\]\]\s*$", re.MULTILINE)
 CLAIMS_PAGE = "claims.md"
+# Whole-line markers that the hooks expand; anything else written with [[ ]] is an error.
+MARKER_LINES = (CLAIM_LINE, re.compile(r"\[\[claims-table\]\]"))
 
 
 @dataclass(frozen=True)

@@ -72,28 +72,6 @@ def blocks(path: Path, docs: Path) -> list[Block]:
     return found
 
 
-def run_page(page_blocks: list[Block]) -> list[tuple[Block, str]]:
-    """Execute a page's executable blocks in order in one namespace; return what each printed.
-
-    Code is compiled with the page's path as its file name and padded so that a
-    traceback names ``docs/<page>.md`` and the line of the Markdown file.
-    """
-    import contextlib
-    import io
-
-    namespace: dict = {"__name__": "__main__"}
-    printed = []
-    for block in page_blocks:
-        if not block.executable:
-            continue
-        code = compile("\n" * (block.line - 1) + block.code, f"docs/{block.page}", "exec")
-        buffer = io.StringIO()
-        with contextlib.redirect_stdout(buffer):
-            exec(code, namespace)  # noqa: S102 - running the page's code is the point
-        printed.append((block, buffer.getvalue()))
-    return printed
-
-
 MARKDOWN_LINK = re.compile(r"\]\((?!https?:)[^)\s]*\)")
 
 

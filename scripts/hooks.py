@@ -35,6 +35,8 @@ import claimsrecord  # noqa: E402
 import mathrender  # noqa: E402
 import notebookpage  # noqa: E402
 import notebooks  # noqa: E402
+import pageexec  # noqa: E402
+import pageprose  # noqa: E402
 
 log = logging.getLogger("mkdocs.hooks.verified_backprop")
 
@@ -84,7 +86,39 @@ def on_config(config):
     _state["package_hash"] = buildcache.source_hash("derivations")  # keys the figures and the notebook
     _start_verification()
     _start_notebooks(Path(config.docs_dir))
+    _start_pages(Path(config.docs_dir))
     return config
+
+
+# ----------------------------------------------------------------------------- executed pages
+
+
+def _start_pages(docs: Path) -> None:
+    """Execute every page's sessions (or read their cached runs) in parallel while the build starts,
+    and make markdown-exec render those results instead of running the blocks itself."""
+    import markdown_exec
+
+    outputs = pageexec.PageOutputs()
+    _state["outputs"] = outputs
+    for language in ("python", "py"):
+        markdown_exec.formatters[language] = outputs.format
+
+    def run() -> None:
+        try:
+            outputs.runs = pageexec.run_pages(sorted(docs.rglob("*.md")), docs)
+        except Exception as error:  # reported on every page that needs it
+            _state["pages_error"] = error
+
+    _state["pages_thread"] = threading.Thread(target=run, daemon=True)
+    _state["pages_thread"].start()
+
+
+def _page_runs(page_src: str) -> list:
+    _state["pages_thread"].join()
+    if "pages_error" in _state:
+        log.error("executing the pages failed: %s", _state["pages_error"])
+        return []
+    return [run for (page, _), run in _state["outputs"].runs.items() if page == page_src]
 
 
 # ----------------------------------------------------------------------------- notebooks
@@ -165,9 +199,22 @@ def on_files(files, config):
 
 
 def on_page_markdown(markdown, page, config, files):
-    markdown, errors = claimsmd.expand(markdown, page.file.src_uri)
+    src = page.file.src_uri
+    runs = _page_runs(src)
+    for run in runs:
+        if run.error:
+            log.error("%s", run.error)
+        elif not run.cached:
+            log.info("docs/%s: session %s executed in %.1f s", src, run.session, run.seconds)
+    if src.endswith(".md"):  # notebooks are checked in their rendered HTML (on_post_page)
+        markdown, prose_errors = pageprose.substitute(markdown, runs)
+        prose_errors += pageprose.leftover_markers(markdown, allowed=claimsmd.MARKER_LINES)
+        for error in prose_errors:
+            log.error("docs/%s:%d: %s", src, error.line, error.message)
+    _state["outputs"].begin_page(src)
+    markdown, errors = claimsmd.expand(markdown, src)
     for error in errors:
-        log.error("docs/%s: %s", page.file.src_uri, error)
+        log.error("docs/%s: %s", src, error)
     if page.file.src_uri == claimsmd.CLAIMS_PAGE:
         table = claimsmd.claims_page(_state["cited_by"], _verification_results())
         if "[[claims-table]]" not in markdown:
