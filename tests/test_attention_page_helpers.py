@@ -1,6 +1,6 @@
 """The attention chapter's shared example and its figures.
 
-The page and the figures draw from ``derivations.reference.examples``; these tests
+The page and the figures draw from ``derivations.experiments.attention``; these tests
 pin that module's documented shapes and behaviour, and check that each figure is
 deterministic, valid SVG and shows what the page computes.
 """
@@ -21,7 +21,7 @@ import derivations
 from derivations.figures import FIGURES, render
 from derivations.figures.attention import SATURATION_ID, SATURATION_MULTIPLIERS, SCORE_GRADIENT_ID, WEIGHTS_ID
 from derivations.reference import attention, softmax, softmax_backward
-from derivations.reference.examples import (
+from derivations.experiments.attention import (
     SATURATION_D_K,
     AttentionExample,
     attention_worked_example,

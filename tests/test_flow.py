@@ -16,7 +16,8 @@ import pytest
 import sympy as sp
 
 from derivations.figures import render
-from derivations.reference import clip_grad_norm, flow
+from derivations.experiments import flow
+from derivations.reference import clip_grad_norm
 from derivations.reference.monitor import format_report, gradient_report
 from derivations.symbolic import flow as flow_claims
 from derivations.symbolic import get_claim

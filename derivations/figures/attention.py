@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.ticker import FuncFormatter
 
 from ..reference import attention, softmax_backward
-from ..reference.examples import SATURATION_D_K, attention_worked_example, softmax_jacobian_norms
+from ..experiments.attention import SATURATION_D_K, attention_worked_example, softmax_jacobian_norms
 from . import register
 from ._svg import figure, to_svg
 

@@ -7,7 +7,7 @@
 - ``gradient_flow``: per-block gradient norm of the reference transformer at
   initialisation, post-norm against pre-norm, for depths from 2 to 48.
 
-Each draws exactly what :mod:`derivations.reference.flow` computes for the page.
+Each draws exactly what :mod:`derivations.experiments.flow` computes for the page.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.ticker import FuncFormatter, LogLocator
 
-from ..reference.flow import (
+from ..experiments.flow import (
     CHAIN_DEPTH,
     CHAIN_SCALES,
     PLACEMENT,

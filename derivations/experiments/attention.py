@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .attention import softmax, softmax_backward
+from ..reference.attention import softmax, softmax_backward
 
 __all__ = [
     "AttentionExample",

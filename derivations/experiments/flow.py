@@ -24,13 +24,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import require
-from .attention import attention, attention_backward, softmax, softmax_backward
-from .layers import linear, linear_backward, relu, relu_backward
-from .model import TransformerConfig, forward_backward, init_params, loss_and_grads
-from .optim import clip_grad_norm, sgd_step
-from .rnn import rnn_backward, rnn_forward
-from .task import make_split
+from ..reference._checks import require
+from ..reference.attention import attention, attention_backward, softmax, softmax_backward
+from ..reference.layers import linear, linear_backward, relu, relu_backward
+from ..reference.model import TransformerConfig, forward_backward, init_params, loss_and_grads
+from ..reference.optim import clip_grad_norm, sgd_step
+from ..reference.rnn import rnn_backward, rnn_forward
+from ..reference.task import make_split
 
 __all__ = [
     "CHAIN_DEPTH",
