@@ -12,6 +12,7 @@ as an error naming the page (and line), which makes ``mkdocs build --strict`` fa
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -30,6 +31,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import buildcache  # noqa: E402
+import figurejobs  # noqa: E402
 import claimsmd  # noqa: E402
 import claimsrecord  # noqa: E402
 import mathrender  # noqa: E402
@@ -41,6 +43,24 @@ import pageprose  # noqa: E402
 log = logging.getLogger("mkdocs.hooks.verified_backprop")
 
 _state: dict = {}
+
+
+# ----------------------------------------------------------------------------- background jobs
+
+
+def _background(name: str, job) -> threading.Thread:
+    """Run ``job`` in a thread and record its wall time under ``name`` for the build profile."""
+
+    def timed() -> None:
+        start = time.perf_counter()
+        try:
+            job()
+        finally:
+            _state["profile"][name] = time.perf_counter() - start
+
+    thread = threading.Thread(target=timed, name=name, daemon=True)
+    thread.start()
+    return thread
 
 
 # ----------------------------------------------------------------------------- claims verification
@@ -55,8 +75,7 @@ def _start_verification() -> None:
         except Exception as error:  # reported when the results are needed
             _state["verify_error"] = error
 
-    _state["verify_thread"] = threading.Thread(target=run, daemon=True)
-    _state["verify_thread"].start()
+    _state["verify_thread"] = _background("claims", run)
 
 
 def _verification_results() -> dict[str, dict]:
@@ -74,6 +93,7 @@ def _verification_results() -> dict[str, dict]:
 def on_config(config):
     _state.clear()
     _state["started"] = time.perf_counter()
+    _state["profile"] = {}
     # MkDocs stamps the sitemap (and its gzip header) with the build date; the date of the last
     # commit makes two builds of the same commit identical on any day.
     os.environ.setdefault("SOURCE_DATE_EPOCH", _last_commit_time())
@@ -85,9 +105,44 @@ def on_config(config):
     # to the package the notebook imports must re-run it, so the package's hash names the folder.
     _state["package_hash"] = buildcache.source_hash("derivations")  # keys the figures and the notebook
     _start_verification()
-    _start_notebooks(Path(config.docs_dir))
     _start_pages(Path(config.docs_dir))
+    _start_figures()
+    _start_notebooks(Path(config.docs_dir))
     return config
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def _start_figures() -> None:
+    """Draw the missing figures in a child process (fresh imports, beside the pages) while the
+    build goes on; ``on_env`` waits for it, before MkDocs copies the files."""
+    from derivations.figures import FIGURES
+
+    key = _state["package_hash"]
+    _state["figure_names"] = sorted(FIGURES)
+    if all(figurejobs.figure_path(name, key).exists() for name in FIGURES):
+        _state["figure_thread"] = None
+        return
+
+    def run() -> None:
+        child = subprocess.run([sys.executable, str(Path(figurejobs.__file__)), key], cwd=buildcache.ROOT,
+                               capture_output=True, text=True, env={**os.environ, "MPLBACKEND": "Agg"})
+        failures = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
+        if child.returncode != 0:
+            failures.append({"figure": "(all)", "error": child.stderr.strip().splitlines()[-1:], "traceback": child.stderr})
+        _state["figure_failures"] = failures
+
+    _state["figure_thread"] = _background("figures", run)
+
+
+def on_env(env, config, files):
+    if _state.get("figure_thread") is not None:
+        _state["figure_thread"].join()
+    for failure in _state.get("figure_failures", []):
+        log.error("figure %r (derivations.figures) failed: %s\n%s", failure["figure"], failure["error"],
+                  failure["traceback"])
+    return env
 
 
 # ----------------------------------------------------------------------------- executed pages
@@ -109,8 +164,7 @@ def _start_pages(docs: Path) -> None:
         except Exception as error:  # reported on every page that needs it
             _state["pages_error"] = error
 
-    _state["pages_thread"] = threading.Thread(target=run, daemon=True)
-    _state["pages_thread"].start()
+    _state["pages_thread"] = _background("pages", run)
 
 
 def _page_runs(page_src: str) -> list:
@@ -140,8 +194,7 @@ def _start_notebooks(docs: Path) -> None:
             except Exception as error:  # reported on the notebook's page
                 _state["notebooks"][source.resolve()] = error
 
-    _state["notebook_thread"] = threading.Thread(target=run, daemon=True)
-    _state["notebook_thread"].start()
+    _state["notebook_thread"] = _background("notebooks", run)
 
 
 def on_pre_page(page, config, files):
@@ -180,21 +233,10 @@ def on_files(files, config):
     for site_path, source in mathrender.katex_assets():
         files.append(File.generated(config, site_path, abs_src_path=str(source)))
 
-    from derivations.figures import FIGURES
-
-    key = _state["package_hash"]
-    for name in sorted(FIGURES):
-        cached = buildcache.path_for("figures", f"{name}-{key}", ".svg")
-        if not cached.exists():
-            start = time.perf_counter()
-            try:
-                svg = FIGURES[name]()
-            except Exception as error:  # a figure that fails must fail the build, with its name
-                log.error("figure %r (derivations.figures) failed: %s: %s", name, type(error).__name__, error)
-                continue
-            cached.write_text(svg, encoding="utf-8")
-            log.debug("figure %s drawn in %.2f s", name, time.perf_counter() - start)
-        files.append(File.generated(config, f"vis/{name}.svg", abs_src_path=str(cached)))
+    # Figures are drawn by _start_figures (cached under the package hash); MkDocs copies them after on_env.
+    for name in _state["figure_names"]:
+        path = figurejobs.figure_path(name, _state["package_hash"])
+        files.append(File.generated(config, f"vis/{name}.svg", abs_src_path=str(path)))
     return files
 
 
@@ -252,7 +294,12 @@ def on_post_build(config):
     for claim_id, result in results.items():
         if not result["ok"]:
             log.error("claim %s failed SymPy verification: %s", claim_id, result["detail"])
-    log.info("verified_backprop hooks: build finished in %.1f s", time.perf_counter() - _state["started"])
+    total = time.perf_counter() - _state["started"]
+    jobs = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in _state["profile"].items())
+    sessions = ", ".join(f"{page}[{session}] {run.seconds:.1f} s" for (page, session), run
+                         in sorted(_state["outputs"].runs.items()) if not run.cached)
+    log.info("verified_backprop hooks: build finished in %.1f s; background jobs (wall): %s; "
+             "sessions executed: %s", total, jobs or "none", sessions or "none (all cached)")
 
 
 def on_shutdown():
