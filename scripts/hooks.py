@@ -30,8 +30,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+# NumPy is imported here, once, before any background thread: two threads importing it at the same
+# time (unpickling cached page results, drawing figures) fail with a partially initialised module.
+import numpy  # noqa: E402,F401
+
 import buildcache  # noqa: E402
 import figurejobs  # noqa: E402
+import htmlcheck  # noqa: E402
 import claimsmd  # noqa: E402
 import claimsrecord  # noqa: E402
 import mathrender  # noqa: E402
@@ -283,6 +288,10 @@ def on_post_page(output, page, config):
     for error in errors:
         where = f"docs/{page.file.src_uri}" + (f":{error.line}" if error.line else " (formula not in the source: from a claim?)")
         log.error("%s: KaTeX cannot render %r: %s", where, error.tex, error.message)
+    if not errors:  # a formula KaTeX rejected is already reported, and stays raw
+        for snippet in htmlcheck.raw_source(output):
+            log.error("docs/%s: raw TeX or an unexpanded marker would reach readers: ...%s...",
+                      page.file.src_uri, snippet)
     return output
 
 

@@ -25,7 +25,11 @@ KATEX_DIST = ROOT / "node_modules" / "katex" / "dist"
 ARITHMATEX = re.compile(r'<(span|div) class="arithmatex">(.*?)</\1>', re.DOTALL)
 DELIMITERS = {r"\(": r"\)", r"\[": r"\]"}
 # mkdocs-jupyter 0.26 leaves notebook Markdown math as $..$ / $$..$$ inside these cells.
-NOTEBOOK_MARKDOWN = re.compile(r'(<div class="(?:[^"]*\s)?jp-RenderedMarkdown\b[^"]*"[^>]*>)(.*?)(</div>)', re.DOTALL)
+NOTEBOOK_MARKDOWN = re.compile(r'<div class="(?:[^"]*\s)?jp-RenderedMarkdown\b[^"]*"[^>]*>')
+DIV_TAG = re.compile(r"<div\b|</div>")
+# Material's table of contents and navigation: <span class="md-ellipsis">Title \(x\)</span>.
+TOC_ENTRY = re.compile(r'(<span class="md-ellipsis">)(.*?)(</span>)', re.DOTALL)
+INLINE_TEX = re.compile(r"\\\((.+?)\\\)", re.DOTALL)
 DOLLAR_MATH = re.compile(r"\$\$(.+?)\$\$|(?<![\\$])\$(?!\s)(.+?)(?<![\s\\])\$", re.DOTALL)
 
 
@@ -112,12 +116,40 @@ def render_page(page_html: str, renderer: KatexRenderer, source: str | None = No
         tag = "div" if display_tex is not None else "span"
         return f'<{tag} class="arithmatex">{rendered}</{tag}>'
 
-    def notebook_cell(match: re.Match) -> str:
-        return match.group(1) + DOLLAR_MATH.sub(dollars, match.group(2)) + match.group(3)
+    def toc_entry(match: re.Match) -> str:
+        def inline(formula: re.Match) -> str:
+            rendered = render(html.unescape(formula.group(1)), display=False)
+            return formula.group(0) if rendered is None else rendered
+
+        return match.group(1) + INLINE_TEX.sub(inline, match.group(2)) + match.group(3)
 
     page_html = ARITHMATEX.sub(arithmatex, page_html)
-    page_html = NOTEBOOK_MARKDOWN.sub(notebook_cell, page_html)
-    return page_html, errors
+    # A heading's math reaches the table of contents as text: render it there too.
+    page_html = TOC_ENTRY.sub(toc_entry, page_html)
+    pieces, at = [], 0
+    for start, end in markdown_cells(page_html):
+        pieces += [page_html[at:start], DOLLAR_MATH.sub(dollars, page_html[start:end])]
+        at = end
+    return "".join(pieces) + page_html[at:], errors
+
+
+def markdown_cells(page_html: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of the content of every notebook Markdown cell, to its matching ``</div>``.
+
+    A cell may hold nested divs (a claim expanded into it, HTML in the Markdown), so the end is
+    found by counting, not by the first ``</div>``.
+    """
+    spans = []
+    for opening in NOTEBOOK_MARKDOWN.finditer(page_html):
+        depth, at = 1, opening.end()
+        for tag in DIV_TAG.finditer(page_html, opening.end()):
+            depth += 1 if tag.group(0) == "<div" else -1
+            if depth == 0:
+                spans.append((opening.end(), tag.start()))
+                break
+        else:
+            spans.append((opening.end(), len(page_html)))
+    return spans
 
 
 def katex_assets() -> list[tuple[str, Path]]:

@@ -102,9 +102,21 @@ BAD_PAGES = {
     "MathJax-only command": ("# P\n\nInline \\( \\mbox{x} \\) here.\n", r"docs/page.md:3: KaTeX cannot render"),
     "unknown claim": ("# P\n\n[[claim: no.such-claim]]\n", r"docs/page.md: line 3: unknown claim id 'no.such-claim'"),
     "code block that raises": (
-        '# P\n\n```python exec="on" session="page"\nraise ValueError("boom")\n```\n',
-        r"ValueError: boom",
+        '# P\n\n```python exec="on" session="page"\nx = 1\nraise ValueError("boom")\n```\n',
+        r"docs/page.md:5: ValueError: boom",
     ),
+    "claim written inline": ("# P\n\nSee [[claim: softmax.vjp]] here.\n", "docs/page.md:3: marker not expanded"),
+    "mistyped claim marker": ("# P\n\ntext\n\n[[claim: softmax.vjp]\n", "docs/page.md:5: marker not expanded"),
+    "value never computed": (
+        '# P\n\n```python exec="on" session="page"\nx = 1\n```\n\nIt is {{ y }}.\n',
+        "docs/page.md:7: {{ y }}: 'y' is not a number",
+    ),
+    "false check": (
+        '# P\n\n```python exec="on" session="page"\nbigger = 2 > 3\n```\n\nTwo is bigger.{{ check: bigger }}\n',
+        "docs/page.md:7: {{ check: bigger }}: check 'bigger' is false",
+    ),
+    "math in a place KaTeX never sees": ("# P\n\n<p markdown>`x`</p>\n\n<div>\\(a\\)</div>\n",
+                                         "raw TeX or an unexpanded marker would reach readers"),
     "broken link": ("# P\n\nSee [nowhere](missing.md).\n", r"'missing.md'"),
     "broken anchor": ("# P\n\nSee [home](index.md#no-such-heading).\n", r"no-such-heading"),
 }
@@ -158,3 +170,55 @@ def test_internal_links_and_anchors_resolve(built_site: Path) -> None:
             elif fragment and resolved.suffix == ".html" and fragment not in ids(resolved):
                 broken.append(f"{page.relative_to(built_site)}: {target}#{fragment}")
     assert not broken, "\n".join(sorted(set(broken)))
+
+
+# ----------------------------------------------------------------------------- bad notebooks fail the build
+
+
+def notebook_site(tmp_path: Path, markdown_cell: str) -> subprocess.CompletedProcess:
+    """A site with one notebook whose first cell is ``markdown_cell``, built with the real hooks."""
+    import nbformat
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "index.md").write_text("# Home\n\nSee [the notebook](nb.ipynb).\n")
+    (docs / "claims.md").write_text((ROOT / "docs" / "claims.md").read_text())
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_markdown_cell(markdown_cell), nbformat.v4.new_code_cell("print(6 * 7)")]
+    nbformat.write(nb, docs / "nb.ipynb")
+    return mkdocs_build(tmp_path / "site", write_config(tmp_path, docs, nav=None))
+
+
+BAD_NOTEBOOK_CELLS = {
+    "broken math after a claim line": ("# NB\n\n[[claim: softmax.vjp]]\n\nThen $\\frac{a$ here.", "KaTeX cannot render"),
+    "malformed claim marker": ("# NB\n\nSee [[claim: softmax.vjp] here.", "unexpanded marker"),
+    "unknown claim": ("# NB\n\n[[claim: no.such-claim]]", "unknown claim id 'no.such-claim'"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_NOTEBOOK_CELLS))
+def test_bad_notebook_fails_the_build(tmp_path: Path, kind: str) -> None:
+    cell, message = BAD_NOTEBOOK_CELLS[kind]
+    result = notebook_site(tmp_path, cell)
+    log = result.stdout + result.stderr
+    assert result.returncode != 0, f"{kind}: the build passed\n{log}"
+    assert message in log and "docs/nb.ipynb" in log, f"{kind}: the error does not say {message!r}\n{log}"
+
+
+def test_good_notebook_builds(tmp_path: Path) -> None:
+    result = notebook_site(tmp_path, "# NB\n\n[[claim: softmax.vjp]]\n\nThen $x^{2}$ and $$\\frac{a}{b}$$ here.")
+    assert result.returncode == 0, result.stdout + result.stderr
+    html = (tmp_path / "site" / "nb" / "index.html").read_text(encoding="utf-8")
+    assert html.count('class="katex"') >= 3 and "claim-badge" in html and "42" in html
+
+
+def test_raw_source_finds_what_readers_must_not_see() -> None:
+    import htmlcheck
+
+    clean = ('<p>Costs <span class="katex">x</span> and <code>\\(x\\) [[a]]</code></p><pre>{{ y }}</pre>'
+             '<div class="clipboard-copy-txt">$$x$$</div>')
+    assert htmlcheck.raw_source(clean) == []
+    for bad in ["<p>\\(x\\)</p>", "<li>see [[claim: a.b]</li>", "<p>{{ n }}</p>", "<p>so $x^2$ grows</p>",
+                "<h2>\\frac{a}{b}</h2>", "<span>$$y$$</span>"]:
+        assert htmlcheck.raw_source(bad), bad
