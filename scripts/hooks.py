@@ -21,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 
+from mkdocs.plugins import event_priority
 from mkdocs.structure.files import File
 
 # One BLAS thread for the pages' small matrix products (threaded BLAS on 2 cores is far slower);
@@ -106,9 +107,10 @@ def on_config(config):
     # so that pages and figures import the code as it is now, not as it was at the first build.
     for name in [m for m in sys.modules if m == "derivations" or m.startswith("derivations.")]:
         del sys.modules[name]
-    # mkdocs-jupyter keys its cache of executed notebooks on the notebook's bytes alone; a change
-    # to the package the notebook imports must re-run it, so the package's hash names the folder.
-    _state["package_hash"] = buildcache.source_hash("derivations")  # keys the figures and the notebook
+    _state["package_hash"] = buildcache.source_hash("derivations")  # keys the figures and the pages
+    jupyter = config.plugins.get("mkdocs-jupyter")
+    if jupyter is not None:  # its cache is keyed on the file it renders: our executed, content-addressed copy
+        jupyter.config["cache_dir"] = str(buildcache.CACHE / "jupyter")
     _start_verification()
     _start_pages(Path(config.docs_dir))
     _start_figures()
@@ -202,6 +204,7 @@ def _start_notebooks(docs: Path) -> None:
     _state["notebook_thread"] = _background("notebooks", run)
 
 
+@event_priority(100)  # before mkdocs-jupyter, so it renders (and caches by content) the executed copy
 def on_pre_page(page, config, files):
     if page.file.src_uri.endswith(".ipynb") and page.file.abs_src_path:
         _state["notebook_thread"].join()

@@ -44,10 +44,13 @@ class _Text(HTMLParser):
             self.chunks.append(data)
 
 
+BULK = re.compile(r"<(style|script|svg)\b.*?</\1>", re.DOTALL | re.IGNORECASE)
+
+
 def visible_text(page_html: str) -> str:
     """The text of ``page_html`` outside code, scripts, styles and math markup."""
     reader = _Text()
-    reader.feed(page_html)
+    reader.feed(BULK.sub("", page_html))  # the bulk of a notebook page is its inline CSS: skip it unparsed
     return " ".join(reader.chunks)
 
 
