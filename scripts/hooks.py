@@ -275,7 +275,7 @@ def on_page_markdown(markdown, page, config, files):
 
 def on_post_page(output, page, config):
     if "renderer" not in _state:
-        _state["renderer"] = mathrender.KatexRenderer()
+        _state["renderer"] = mathrender.shared_renderer()
     if page.file.src_uri.endswith(".ipynb"):
         try:
             output = notebookpage.strip_remote_loaders(output)
@@ -299,9 +299,6 @@ def on_post_page(output, page, config):
 
 
 def on_post_build(config):
-    renderer = _state.pop("renderer", None)
-    if renderer is not None:
-        renderer.close()
     results = _verification_results()
     for claim_id, result in results.items():
         if not result["ok"]:
@@ -315,6 +312,4 @@ def on_post_build(config):
 
 
 def on_shutdown():
-    renderer = _state.pop("renderer", None)
-    if renderer is not None:
-        renderer.close()
+    mathrender.close_shared()

@@ -76,6 +76,23 @@ class KatexRenderer:
         self.close()
 
 
+_SHARED: KatexRenderer | None = None
+
+
+def shared_renderer() -> KatexRenderer:
+    """One renderer for the life of the process: under ``mkdocs serve`` its memo makes a rebuild
+    render only the formulas that changed."""
+    global _SHARED
+    if _SHARED is None or _SHARED._process.poll() is not None:
+        _SHARED = KatexRenderer()
+    return _SHARED
+
+
+def close_shared() -> None:
+    if _SHARED is not None:
+        _SHARED.close()
+
+
 def _source_line(tex: str, source: str | None) -> int | None:
     """The 1-based line of ``source`` where ``tex`` starts, if it appears there verbatim."""
     if not source:
