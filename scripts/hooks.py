@@ -45,6 +45,7 @@ import notebookpage  # noqa: E402
 import notebooks  # noqa: E402
 import pageexec  # noqa: E402
 import pageprose  # noqa: E402
+import searchtext  # noqa: E402
 
 log = logging.getLogger("mkdocs.hooks.verified_backprop")
 
@@ -281,6 +282,7 @@ def on_post_page(output, page, config):
             output = notebookpage.strip_remote_loaders(output)
         except ValueError as error:
             log.error("docs/%s: %s", page.file.src_uri, error)
+        output = notebookpage.share_styles(output, config.site_dir, page.url)
         output, errors = claimsmd.expand_html(output, page.url)
         for error in errors:
             log.error("docs/%s: %s", page.file.src_uri, error)
@@ -298,7 +300,11 @@ def on_post_page(output, page, config):
     return output
 
 
+@event_priority(-100)  # after the search plugin has written its index
 def on_post_build(config):
+    index = Path(config.site_dir) / "search" / "search_index.json"
+    if index.exists():
+        searchtext.rewrite_index(index)
     results = _verification_results()
     for claim_id, result in results.items():
         if not result["ok"]:

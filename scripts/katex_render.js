@@ -5,7 +5,8 @@
 const katex = require("katex");
 const readline = require("readline");
 
-const OPTIONS = { throwOnError: true, strict: "error", output: "html", trust: false };
+// htmlAndMathml: the HTML is what readers see; the MathML beside it is what screen readers read.
+const OPTIONS = { throwOnError: true, strict: "error", output: "htmlAndMathml", trust: false };
 
 const lines = readline.createInterface({ input: process.stdin, terminal: false });
 lines.on("line", (line) => {

@@ -170,8 +170,13 @@ def markdown_cells(page_html: str) -> list[tuple[int, int]]:
 
 
 def katex_assets() -> list[tuple[str, Path]]:
-    """(site path, file) for KaTeX's stylesheet and woff2 fonts, served by the site itself."""
-    assets = [("assets/katex/katex.min.css", KATEX_DIST / "katex.min.css")]
+    """(site path, file) for KaTeX's stylesheet, woff2 fonts and copy-tex script, served by the site.
+
+    copy-tex makes copying a formula give its TeX (from the MathML annotation) instead of the
+    glyphs of its HTML.
+    """
+    assets = [("assets/katex/katex.min.css", KATEX_DIST / "katex.min.css"),
+              ("assets/katex/copy-tex.min.js", KATEX_DIST / "contrib" / "copy-tex.min.js")]
     for font in sorted((KATEX_DIST / "fonts").glob("*.woff2")):
         assets.append((f"assets/katex/fonts/{font.name}", font))
     return assets

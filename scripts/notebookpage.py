@@ -22,3 +22,37 @@ def strip_remote_loaders(page_html: str) -> str:
     if re.search(r'class="[^"]*jp-Mermaid', page_html):
         raise ValueError("a notebook cell uses Mermaid, which would load from a CDN")
     return MERMAID.sub("", page_html)
+
+
+STYLE = re.compile(r'<style type="text/css">(.*?)</style>', re.DOTALL)
+SHARED_MIN = 2000  # bytes: nbconvert's theme and Pygments sheets; small page-specific rules stay inline
+
+
+def share_styles(page_html: str, site_dir: str, page_url: str) -> str:
+    """Move a notebook page's large inline stylesheets (nbconvert's theme, about 0.6 MB) into one
+    file served once, ``assets/notebook-<hash>.css``, linked from the page.
+
+    The file's name is a hash of its content, so every notebook page with the same sheets links
+    the same file and a browser caches it.
+    """
+    import hashlib
+    import posixpath
+    from pathlib import Path
+
+    sheets = [m for m in STYLE.finditer(page_html) if len(m.group(1)) >= SHARED_MIN]
+    if not sheets:
+        return page_html
+    css = "\n".join(m.group(1) for m in sheets)
+    name = f"assets/notebook-{hashlib.sha256(css.encode()).hexdigest()[:12]}.css"
+    target = Path(site_dir) / name
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(css, encoding="utf-8")
+    href = posixpath.relpath(name, posixpath.dirname(page_url.rstrip("/") + "/x") or ".")
+    link = f'<link rel="stylesheet" href="{href}">'
+    first, *rest = sheets
+    out, at = [], 0
+    for m in sheets:
+        out += [page_html[at:m.start()], link if m is first else ""]
+        at = m.end()
+    return "".join(out) + page_html[at:]

@@ -222,3 +222,40 @@ def test_raw_source_finds_what_readers_must_not_see() -> None:
     for bad in ["<p>\\(x\\)</p>", "<li>see [[claim: a.b]</li>", "<p>{{ n }}</p>", "<p>so $x^2$ grows</p>",
                 "<h2>\\frac{a}{b}</h2>", "<span>$$y$$</span>"]:
         assert htmlcheck.raw_source(bad), bad
+
+
+# ----------------------------------------------------------------------------- accessible math, search
+
+
+def test_every_formula_carries_mathml_for_assistive_technology(built_site: Path) -> None:
+    for page in pages(built_site):
+        html = page.read_text(encoding="utf-8")
+        formulas, mathml = html.count('<span class="katex">'), html.count('<span class="katex-mathml"><math')
+        assert formulas == mathml, f"{page.relative_to(built_site)}: {formulas} formulas, {mathml} with MathML"
+        assert html.count('<annotation encoding="application/x-tex">') == mathml  # what copy-tex copies
+
+
+def search_index(site: Path) -> dict:
+    import json
+
+    return json.loads((site / "search" / "search_index.json").read_text(encoding="utf-8"))
+
+
+def test_search_index_shows_math_as_text(built_site: Path) -> None:
+    raw = re.compile(r"\\[()\[\]]|\\(?:frac|partial|delta|sum|sqrt)\b")
+    docs = search_index(built_site)["docs"]
+    offenders = [f"{d['location']}: {m.group(0)!r}" for d in docs for field in ("title", "text")
+                 for m in [raw.search(d[field])] if m]
+    assert not offenders, "raw TeX in search results:\n" + "\n".join(offenders[:10])
+    assert any("∂L/∂V" in d["text"] for d in docs), "formulas are not in the index as readable text"
+
+
+def test_search_finds_words_after_punctuation(built_site: Path) -> None:
+    """lunr splits the index and the query with the configured separator (Material's documented
+    one): a word right after "(" or "/" must come out as a word of its own."""
+    index = search_index(built_site)
+    separator = re.compile(index["config"]["separator"])
+    tokens = {t.lower() for d in index["docs"] for t in separator.split(re.sub(r"<[^>]+>", " ", d["text"])) if t}
+    for query in ["(Einstein", "FlashAttention", "softmax_backward"]:
+        words = [w.lower() for w in separator.split(query) if w]
+        assert words and all(w in tokens for w in words), f"{query!r} -> {words} not all in the index"
