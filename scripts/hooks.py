@@ -38,6 +38,7 @@ import numpy  # noqa: E402,F401
 import buildcache  # noqa: E402
 import figurejobs  # noqa: E402
 import htmlcheck  # noqa: E402
+import chapternotebook  # noqa: E402
 import claimsmd  # noqa: E402
 import claimsrecord  # noqa: E402
 import mathrender  # noqa: E402
@@ -242,6 +243,27 @@ def on_files(files, config):
     for site_path, source in mathrender.katex_assets():
         files.append(File.generated(config, site_path, abs_src_path=str(source)))
 
+    # Each chapter with code, as a notebook to download: made from the page's source, values filled in.
+    _state["notebook_links"] = {}
+    for file in list(files.documentation_pages()):
+        if not file.src_uri.endswith(".md"):
+            continue
+        text = Path(file.abs_src_path).read_text(encoding="utf-8")
+        runs = _page_runs(file.src_uri)
+        if not runs or not chapternotebook.has_shown_code(text):
+            continue
+        filled, _ = pageprose.substitute(text, runs)  # errors are reported when the page renders
+        title = next((line[2:].strip() for line in text.splitlines() if line.startswith("# ")), file.name)
+        try:
+            nb = chapternotebook.build(filled, title)
+        except Exception as error:  # noqa: BLE001 - reported with the page
+            log.error("docs/%s: cannot make the chapter notebook: %s", file.src_uri, error)
+            continue
+        stem = Path(file.src_uri).stem
+        target = str(Path(file.dest_uri).parent / f"{stem}.ipynb")
+        files.append(File.generated(config, target, content=chapternotebook.dumps(nb)))
+        _state["notebook_links"][file.src_uri] = f"{stem}.ipynb"
+
     # Figures are drawn by _start_figures (cached under the package hash); MkDocs copies them after on_env.
     for name in _state["figure_names"]:
         path = figurejobs.figure_path(name, _state["package_hash"])
@@ -263,6 +285,8 @@ def on_page_markdown(markdown, page, config, files):
         for error in prose_errors:
             log.error("docs/%s:%d: %s", src, error.line, error.message)
     _state["outputs"].begin_page(src)
+    if src in _state.get("notebook_links", {}):
+        markdown = _with_download_link(markdown, _state["notebook_links"][src])
     markdown, errors = claimsmd.expand(markdown, src)
     for error in errors:
         log.error("docs/%s: %s", src, error)
@@ -274,6 +298,17 @@ def on_page_markdown(markdown, page, config, files):
     return markdown
 
 
+def _with_download_link(markdown: str, href: str) -> str:
+    """The page's notebook linked right under its title."""
+    link = (f'<p class="page-download"><a href="{href}" download>Download this chapter as a Jupyter notebook</a>: '
+            "every code block of the page, hidden ones included, runs in a fresh kernel with the "
+            "<code>derivations</code> package installed.</p>")
+    lines = markdown.split("\n")
+    at = next((i for i, line in enumerate(lines) if line.startswith("# ")), -1)
+    lines.insert(at + 1, "\n" + link + "\n")
+    return "\n".join(lines)
+
+
 def on_post_page(output, page, config):
     if "renderer" not in _state:
         _state["renderer"] = mathrender.shared_renderer()
@@ -283,6 +318,7 @@ def on_post_page(output, page, config):
         except ValueError as error:
             log.error("docs/%s: %s", page.file.src_uri, error)
         output = notebookpage.share_styles(output, config.site_dir, page.url)
+        output = notebookpage.with_download_link(output, Path(page.file.src_uri).name)
         output, errors = claimsmd.expand_html(output, page.url)
         for error in errors:
             log.error("docs/%s: %s", page.file.src_uri, error)

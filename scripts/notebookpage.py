@@ -56,3 +56,12 @@ def share_styles(page_html: str, site_dir: str, page_url: str) -> str:
         out += [page_html[at:m.start()], link if m is first else ""]
         at = m.end()
     return "".join(out) + page_html[at:]
+
+
+def with_download_link(page_html: str, filename: str) -> str:
+    """A link to the notebook file (copied beside the page by mkdocs-jupyter) under its title."""
+    link = (f'<p class="page-download"><a href="{filename}" download>Download this notebook</a>, '
+            "with the outputs of this build, to run it in Jupyter with the <code>derivations</code> "
+            "package installed.</p>")
+    at = page_html.find("</h1>")
+    return page_html if at < 0 else page_html[:at + 5] + link + page_html[at + 5:]
