@@ -152,6 +152,13 @@ class Node:
         """The nodes that produced this node's inputs (recorded ones only)."""
         return [x.node for x in self.inputs if isinstance(x, Var) and x.node is not None]
 
+    def saved(self, name: str) -> np.ndarray:
+        """The saved array called ``name`` (a name :meth:`saved_tensors` lists)."""
+        require(not self.freed, f"node #{self.seq} ({self.op.name}): its saved tensors were freed by a backward pass")
+        arrays = dict(_named_arrays(self.cache, self.op.saves))
+        require(name in arrays, f"node #{self.seq} ({self.op.name}) saves {list(arrays)}, not {name!r}")
+        return arrays[name]
+
     def saved_tensors(self) -> list["SavedTensor"]:
         """The arrays in this node's cache, named by the op's ``saves``."""
         require(not self.freed, f"node #{self.seq} ({self.op.name}): its saved tensors were freed by a backward pass")
@@ -620,14 +627,16 @@ class Graph:
                     owners[id(owner)] = owner
         return int(sum(a.nbytes for a in owners.values()))
 
-    def distances(self, sources, weight: Callable[[Node], int] = lambda node: 1) -> list[float]:
-        """For each source Var, the smallest total ``weight`` of the nodes on a path from it to the output.
+    def distances(self, sources, weight: Callable[[Node], float] = lambda node: 1, start: Var | None = None) -> list:
+        """For each source Var, the smallest total ``weight`` of the nodes on a path from ``start`` back to it.
 
-        With the default weight this is the number of operations a gradient
-        passes through on its shortest way back from the output to the source;
-        ``inf`` where the output does not depend on the source.
+        ``start`` defaults to the output. With the default weight this is the
+        number of operations a gradient passes through on its shortest way back
+        from the output to the source (the node that produced ``start`` and the
+        node that consumes the source included); ``inf`` where there is no path.
         """
-        best = {id(self.output.node): weight(self.output.node)} if self.output.node is not None else {}
+        start = self.output if start is None else start
+        best = {id(start.node): weight(start.node)} if start.node is not None else {}
         for node in reversed(self.nodes):  # every consumer of a node comes later in creation order
             d = best.get(id(node))
             if d is None:

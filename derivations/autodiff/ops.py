@@ -21,6 +21,8 @@ addition, multiplication or function value is 1 per element; moving entries
 
 from __future__ import annotations
 
+import builtins
+
 import numpy as np
 
 from .. import reference as ref
@@ -173,8 +175,8 @@ MUL = Op("mul", lambda a, b: _binary(a, b, np.multiply, keep=True),
                                   sum_to(g * c.a, c.b_shape) if needs[1] else None),
          jvp=lambda c, ta, tb: _total([None if ta is None else ta * c.b, None if tb is None else c.a * tb],
                                       np.broadcast_shapes(c.a_shape, c.b_shape)),
-         cost=(lambda c, f: _out_size(c), lambda c, f: _out_size(c) * (sum(f) + all(f)),
-               lambda c, f: _out_size(c) * sum(f) + needs_sum(f, c, (c.a_shape, c.b_shape))))
+         cost=(lambda c, f: _out_size(c), lambda c, f: _out_size(c) * (builtins.sum(f) + all(f)),
+               lambda c, f: _out_size(c) * builtins.sum(f) + needs_sum(f, c, (c.a_shape, c.b_shape))))
 DIV = Op("div", lambda a, b: _binary(a, b, np.divide, keep=True),
          vjp=lambda g, c, needs: (sum_to(g / c.b, c.a_shape) if needs[0] else None,
                                   sum_to(-g * c.a / c.b**2, c.b_shape) if needs[1] else None),
@@ -191,8 +193,8 @@ MATMUL = Op("matmul", _matmul,
                                      c.x.reshape(-1, c.W.shape[0]).T @ g.reshape(-1, c.W.shape[1]) if needs[1] else None),
             jvp=lambda c, tx, tW: _total([None if tx is None else tx @ c.W, None if tW is None else c.x @ tW],
                                          c.x.shape[:-1] + (c.W.shape[1],)),
-            cost=(lambda c, f: _matmul_cost(c), lambda c, f: _matmul_cost(c) * sum(f) + _out_entries(c) * all(f),
-                  lambda c, f: _matmul_cost(c) * sum(f)))
+            cost=(lambda c, f: _matmul_cost(c), lambda c, f: _matmul_cost(c) * builtins.sum(f) + _out_entries(c) * all(f),
+                  lambda c, f: _matmul_cost(c) * builtins.sum(f)))
 TANH = Op("tanh", _unary(np.tanh, keep_input=False),
           vjp=lambda g, c, needs: (g * (1.0 - c.y * c.y),),
           jvp=lambda c, t: t * (1.0 - c.y * c.y),
@@ -237,7 +239,7 @@ CONCAT = Op("concat", _concat,
 
 def needs_sum(needs, c, shapes) -> int:
     """Additions of reducing the cotangent to the shape of each input that needs a gradient."""
-    return sum(_reduction(c, shape) for wanted, shape in zip(needs, shapes) if wanted)
+    return builtins.sum(_reduction(c, shape) for wanted, shape in zip(needs, shapes) if wanted)
 
 
 def _summed(c) -> int:

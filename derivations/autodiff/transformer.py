@@ -25,7 +25,7 @@ def _activation(x, config):
     return ops.gelu(x, approximate="tanh" if config.activation == "gelu_tanh" else "none")
 
 
-def transformer_loss(params: dict, tokens, targets, config: TransformerConfig) -> Var:
+def transformer_loss(params: dict, tokens, targets, config: TransformerConfig, positions=None) -> Var:
     """Mean cross-entropy of the final position's prediction, as a recorded Var.
 
     Parameters
@@ -35,6 +35,10 @@ def transformer_loss(params: dict, tokens, targets, config: TransformerConfig) -
     tokens : array_like of int, shape ``[batch, T]``
     targets : array_like of int, shape ``[batch]``
     config : TransformerConfig
+    positions : Var or array_like, shape ``[seq_len, d_model]``, optional
+        What is added to the token embeddings at each position. By default the
+        model's fixed sinusoidal encoding, as a constant; a Var that requires a
+        gradient makes it a learned position embedding.
 
     Returns
     -------
@@ -56,9 +60,12 @@ def transformer_loss(params: dict, tokens, targets, config: TransformerConfig) -
     tokens = np.asarray(tokens)
     require(tokens.ndim == 2 and 1 <= tokens.shape[1] <= config.seq_len,
             f"tokens {tokens.shape} must be [batch, T] with 1 <= T <= seq_len = {config.seq_len}")
+    if positions is None:  # the sinusoidal encoding, a constant: the graph gives it no gradient
+        positions = positional_encoding(config.seq_len, config.d_model)
+    require(positions.shape == (config.seq_len, config.d_model),
+            f"positions {positions.shape} must be [seq_len, d_model] = {(config.seq_len, config.d_model)}")
     P = params
-    # The sinusoidal encoding is a constant, not a Var: the graph gives it no gradient.
-    x = ops.embedding(tokens, P["embed"]) + positional_encoding(config.seq_len, config.d_model)[:tokens.shape[1]]
+    x = ops.embedding(tokens, P["embed"]) + positions[:tokens.shape[1]]
     for l in range(config.n_layers):
         p = f"block{l}."
 
