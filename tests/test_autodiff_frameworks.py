@@ -1,20 +1,17 @@
-"""The engine against JAX and TensorFlow, and XLA's flop counts (the ``frameworks`` extra).
+"""The engine against JAX, and XLA's flop counts against the engine's (the ``frameworks`` extra).
 
-JAX and TensorFlow are imported inside the tests, so collecting the suite stays fast; the
-tests of this file are grouped so each framework is imported once per worker.
+JAX is imported by a module fixture, once per worker and only when these tests run, so
+collecting the suite stays fast. TensorFlow is not imported here: importing it costs several
+seconds, and the chapter's TensorFlow blocks are executed (and so tested) with the page.
 """
 
 from __future__ import annotations
-
-import os
 
 import numpy as np
 import pytest
 
 from derivations.autodiff import jacfwd, jvp, vjp
 from derivations.experiments import autodiff as ex
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 @pytest.fixture(scope="module")
@@ -63,18 +60,3 @@ def test_xla_jacobian_is_the_engine_s(jax):
     W0, W1, W2 = (jnp.asarray(w) for w in weights)
     J_jax = jax.jacrev(lambda v: jnp.tanh(jnp.tanh(v @ W0) @ W1) @ W2)(jnp.asarray(x))
     np.testing.assert_allclose(jacfwd(f, x), np.asarray(J_jax), rtol=1e-13, atol=1e-15)
-
-
-def test_engine_vjp_equals_tensorflow_s_gradient_tape():
-    import tensorflow as tf
-
-    rng = np.random.default_rng(2)
-    x, v = rng.standard_normal(3), rng.standard_normal(2)
-    W1 = tf.constant([[1.0, 0.0], [2.0, 1.0], [0.0, -1.0]], dtype=tf.float64)
-    W2 = tf.constant([[0.5, -1.0], [0.0, 1.0], [1.0, 0.5]], dtype=tf.float64)
-    xt = tf.constant(x[None, :])
-    with tf.GradientTape() as tape:
-        tape.watch(xt)
-        y = tf.sin(xt @ W1) * tf.tanh(xt @ W2)
-    expected = tape.gradient(y, xt, output_gradients=tf.constant(v[None, :])).numpy()[0]
-    np.testing.assert_allclose(vjp(ex.small_function, x)[1](v)[0], expected, rtol=1e-14, atol=1e-15)

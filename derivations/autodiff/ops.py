@@ -60,6 +60,9 @@ def _n(a) -> int:
     return int(np.size(a))
 
 
+_how_many = builtins.sum  # of the flags that are true (the module's ``sum`` is the engine's op)
+
+
 # ----------------------------------------------------------------------------- elementary forward functions
 
 
@@ -150,6 +153,11 @@ def _matmul_cost(c):
     return 2 * (_n(c.x) // n) * n * k
 
 
+def _weight_gradient(x, g):
+    """``dW = x^T g`` with every leading axis of ``x`` and ``g`` flattened into rows."""
+    return x.reshape(-1, x.shape[-1]).T @ g.reshape(-1, g.shape[-1])
+
+
 def _out_entries(c):
     n, k = c.W.shape
     return _n(c.x) // n * k
@@ -157,44 +165,47 @@ def _out_entries(c):
 
 # ----------------------------------------------------------------------------- the table of elementary ops
 #
-#                forward                                     VJP rule: (cotangent g, cache c, needs) -> input gradients
-#                JVP rule: (cache c, *tangents) -> output tangent      cost (flops): (forward, jvp, vjp)
+# Each op: its forward function; its VJP rule, (cotangent g, cache c, needs) -> one gradient per input,
+# skipping the inputs that need none; its JVP rule, (cache c, *tangents) -> the output's tangent, a None
+# tangent meaning zero; the flops of (forward, JVP, VJP), given the tangents present or the needs.
 
 ADD = Op("add", lambda a, b: _binary(a, b, np.add, keep=False),
-         vjp=lambda g, c, needs: (sum_to(g, c.a_shape), sum_to(g, c.b_shape)),
+         vjp=lambda g, c, needs: (sum_to(g, c.a_shape) if needs[0] else None,
+                                  sum_to(g, c.b_shape) if needs[1] else None),
          jvp=lambda c, ta, tb: _total([ta, tb], np.broadcast_shapes(c.a_shape, c.b_shape)),
          cost=(lambda c, f: _out_size(c), lambda c, f: _out_size(c) * (all(f)),
-               lambda c, f: needs_sum(f, c, (c.a_shape, c.b_shape))))
+               lambda c, f: _reductions(f, c, (c.a_shape, c.b_shape))))
 SUB = Op("sub", lambda a, b: _binary(a, b, np.subtract, keep=False),
-         vjp=lambda g, c, needs: (sum_to(g, c.a_shape), sum_to(-g, c.b_shape)),
+         vjp=lambda g, c, needs: (sum_to(g, c.a_shape) if needs[0] else None,
+                                  sum_to(-g, c.b_shape) if needs[1] else None),
          jvp=lambda c, ta, tb: _total([ta, None if tb is None else -tb], np.broadcast_shapes(c.a_shape, c.b_shape)),
          cost=(lambda c, f: _out_size(c), lambda c, f: _out_size(c) * all(f),
-               lambda c, f: needs_sum(f, c, (c.a_shape, c.b_shape))))
+               lambda c, f: _reductions(f, c, (c.a_shape, c.b_shape))))
 MUL = Op("mul", lambda a, b: _binary(a, b, np.multiply, keep=True),
          vjp=lambda g, c, needs: (sum_to(g * c.b, c.a_shape) if needs[0] else None,
                                   sum_to(g * c.a, c.b_shape) if needs[1] else None),
          jvp=lambda c, ta, tb: _total([None if ta is None else ta * c.b, None if tb is None else c.a * tb],
                                       np.broadcast_shapes(c.a_shape, c.b_shape)),
-         cost=(lambda c, f: _out_size(c), lambda c, f: _out_size(c) * (builtins.sum(f) + all(f)),
-               lambda c, f: _out_size(c) * builtins.sum(f) + needs_sum(f, c, (c.a_shape, c.b_shape))))
+         cost=(lambda c, f: _out_size(c), lambda c, f: _out_size(c) * (_how_many(f) + all(f)),
+               lambda c, f: _out_size(c) * _how_many(f) + _reductions(f, c, (c.a_shape, c.b_shape))))
 DIV = Op("div", lambda a, b: _binary(a, b, np.divide, keep=True),
          vjp=lambda g, c, needs: (sum_to(g / c.b, c.a_shape) if needs[0] else None,
                                   sum_to(-g * c.a / c.b**2, c.b_shape) if needs[1] else None),
          jvp=lambda c, ta, tb: _total([None if ta is None else ta / c.b, None if tb is None else -tb * c.a / c.b**2],
                                       np.broadcast_shapes(c.a_shape, c.b_shape)),
          cost=(lambda c, f: _out_size(c), lambda c, f: _out_size(c) * (f[0] + 3 * f[1] + all(f)),
-               lambda c, f: _out_size(c) * (f[0] + 3 * f[1]) + needs_sum(f, c, (c.a_shape, c.b_shape))))
+               lambda c, f: _out_size(c) * (f[0] + 3 * f[1]) + _reductions(f, c, (c.a_shape, c.b_shape))))
 NEG = Op("neg", lambda x: (-as_float64(x, "x"), Saved()),
          vjp=lambda g, c, needs: (-g,),
          jvp=lambda c, t: -t,
          cost=(lambda c, f: 0, lambda c, f: 0, lambda c, f: 0))  # sign flips are not counted
 MATMUL = Op("matmul", _matmul,
-            vjp=lambda g, c, needs: (g @ c.W.T if needs[0] else None,
-                                     c.x.reshape(-1, c.W.shape[0]).T @ g.reshape(-1, c.W.shape[1]) if needs[1] else None),
+            vjp=lambda g, c, needs: (g @ c.W.T if needs[0] else None, _weight_gradient(c.x, g) if needs[1] else None),
             jvp=lambda c, tx, tW: _total([None if tx is None else tx @ c.W, None if tW is None else c.x @ tW],
                                          c.x.shape[:-1] + (c.W.shape[1],)),
-            cost=(lambda c, f: _matmul_cost(c), lambda c, f: _matmul_cost(c) * builtins.sum(f) + _out_entries(c) * all(f),
-                  lambda c, f: _matmul_cost(c) * builtins.sum(f)))
+            cost=(lambda c, f: _matmul_cost(c),
+                  lambda c, f: _matmul_cost(c) * _how_many(f) + _out_entries(c) * all(f),
+                  lambda c, f: _matmul_cost(c) * _how_many(f)))
 TANH = Op("tanh", _unary(np.tanh, keep_input=False),
           vjp=lambda g, c, needs: (g * (1.0 - c.y * c.y),),
           jvp=lambda c, t: t * (1.0 - c.y * c.y),
@@ -237,9 +248,9 @@ CONCAT = Op("concat", _concat,
             cost=(lambda c, f: 0, lambda c, f: 0, lambda c, f: 0))
 
 
-def needs_sum(needs, c, shapes) -> int:
+def _reductions(needs, c, shapes) -> int:
     """Additions of reducing the cotangent to the shape of each input that needs a gradient."""
-    return builtins.sum(_reduction(c, shape) for wanted, shape in zip(needs, shapes) if wanted)
+    return _how_many(_reduction(c, shape) for wanted, shape in zip(needs, shapes) if wanted)
 
 
 def _summed(c) -> int:

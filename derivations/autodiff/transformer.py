@@ -56,7 +56,8 @@ def transformer_loss(params: dict, tokens, targets, config: TransformerConfig, p
             f"params must have exactly the names of param_shapes(config); missing "
             f"{sorted(set(shapes) - set(params or {}))}, unexpected {sorted(set(params or {}) - set(shapes))}")
     for name, shape in shapes.items():
-        require(params[name].shape == shape, f"params[{name!r}] has shape {params[name].shape}, the config needs {shape}")
+        require(params[name].shape == shape,
+                f"params[{name!r}] has shape {params[name].shape}, the config needs {shape}")
     tokens = np.asarray(tokens)
     require(tokens.ndim == 2 and 1 <= tokens.shape[1] <= config.seq_len,
             f"tokens {tokens.shape} must be [batch, T] with 1 <= T <= seq_len = {config.seq_len}")

@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from ..autodiff import Graph, Var, backward, count_flops, grad, jacfwd, jacrev, linearize, ops, vjp
+from ..autodiff import Graph, Var, count_flops, grad, jacfwd, jacrev, linearize, ops, vjp
 from ..autodiff.transformer import transformer_loss
 from ..reference import (
     attention,
@@ -356,7 +356,8 @@ def path_lengths(kind: str, T: int = DEPTH_STEPS) -> dict:
         return weight
 
     result = {}
-    for name, count in (("ops", lambda node: 1), ("matrix_products", lambda node: MATRIX_PRODUCTS.get(node.op.name, 0))):
+    counts = {"ops": lambda node: 1, "matrix_products": lambda node: MATRIX_PRODUCTS.get(node.op.name, 0)}
+    for name, count in counts.items():
         weight = weights(count)
         direct = np.array(graph.distances(inputs, weight), dtype=float)
         if kind == "transformer":
