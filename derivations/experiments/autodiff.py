@@ -5,6 +5,7 @@ Every function is seeded, float64 and deterministic, and returns plain values
 passes, directly or as the VJP rules of the engine (:mod:`derivations.autodiff`);
 the forward mode from the engine's JVP rules. The sections follow the chapter:
 
+- the recorded graph, one row per kind of op: :func:`graph_summary`
 - the linearised function and its transpose: :func:`transpose_demo`
 - the cost of a Jacobian, forward or reverse: :func:`jacobian_cost`, :func:`cost_sweep`,
   :func:`xla_jacobian_flops` (JAX, imported only when called)
@@ -13,6 +14,7 @@ the forward mode from the engine's JVP rules. The sections follow the chapter:
 - masks and positions: :func:`causal_mask_gradients`, :func:`padding_mask_gradients`,
   :func:`causal_versus_deleting`, :func:`sinusoidal_table`, :func:`position_gradients`
 - memory of attention: :func:`attention_saved_bytes`, :func:`quadratic_fit`
+- a common mistake measured over seeds: :func:`forgotten_scale`
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ..autodiff import Graph, Var, count_flops, grad, jacfwd, jacrev, linearize,
 from ..autodiff.transformer import transformer_loss
 from ..reference import (
     attention,
+    attention_backward,
     cross_entropy,
     cross_entropy_backward,
     linear,
@@ -65,6 +68,8 @@ __all__ = [
     "position_gradients",
     "attention_saved_bytes",
     "quadratic_fit",
+    "graph_summary",
+    "forgotten_scale",
 ]
 
 #: Sizes the page and the figures share.
@@ -620,3 +625,92 @@ def quadratic_fit(lengths, values) -> tuple[float, float, float]:
     """``(a, b, c)`` of the least-squares fit ``values ~ a n^2 + b n + c``: isolates the quadratic term."""
     a, b, c = np.polyfit(np.asarray(lengths, dtype=float), np.asarray(values, dtype=float), 2)
     return float(a), float(b), float(c)
+
+
+# ----------------------------------------------------------------------------- the recorded graph, summarised
+
+
+def graph_summary(graph: Graph, visited) -> list[dict]:
+    """The nodes of a recorded graph grouped by op, in the order each op first appears.
+
+    Parameters
+    ----------
+    graph : Graph
+        Read before the saved tensors are freed (record, or run the backward
+        pass with ``retain_graph=True``).
+    visited : list of Node
+        The nodes in the order a backward pass visited them (what :func:`~derivations.autodiff.backward`
+        returns).
+
+    Returns
+    -------
+    list of dict
+        One per op: ``op``; ``nodes`` (indices in creation order); ``visits``
+        (the 1-based position of each of those nodes in the backward order);
+        ``new`` (``(name, shape)`` of the arrays each node of the first kind computes
+        and saves, its inputs excluded); ``new_bytes`` (those arrays' bytes, summed
+        over all the op's nodes); ``kept`` (names of the inputs a node keeps by
+        reference, not copied).
+    """
+    order = {graph.index(node): k + 1 for k, node in enumerate(visited)}
+    rows: dict[str, dict] = {}
+    for k, node in enumerate(graph.nodes):
+        saved = node.saved_tensors()
+        row = rows.setdefault(node.op.name, {
+            "op": node.op.name, "nodes": [], "visits": [],
+            "new": [(s.name.split(".")[-1], s.shape) for s in saved if not s.is_input],
+            "new_bytes": 0,
+            "kept": list(dict.fromkeys(s.name.split(".")[-1] for s in saved if s.is_input)),
+        })
+        row["nodes"].append(k)
+        row["visits"].append(order[k])
+        row["new_bytes"] += sum(s.nbytes for s in saved if not s.is_input)
+    return list(rows.values())
+
+
+# ----------------------------------------------------------------------------- a common mistake: the scale forgotten
+
+
+def forgotten_scale(d_k: int = 256, n: int = 8, d_v: int = 4, seeds=range(20), saturated: float = 0.99) -> dict:
+    """Attention with and without the ``1/sqrt(d_k)`` of its scores, over seeded draws.
+
+    Per seed: ``Q``, ``K`` ``[n, d_k]``, ``V`` and an upstream gradient ``dO``
+    ``[n, d_v]``, all ``N(0, 1)``. The forgotten scale is the reference
+    :func:`~derivations.reference.attention` run on ``sqrt(d_k) Q`` (its scores are
+    then ``Q K^T``); gradients with respect to the original ``Q`` and ``K`` come
+    from :func:`~derivations.reference.attention_backward` (``dQ`` scaled back by
+    the chain rule through ``sqrt(d_k) Q``).
+
+    Returns
+    -------
+    dict
+        Arrays over seeds: ``largest_weight`` and ``largest_weight_unscaled`` (the
+        largest weight of a row, averaged over rows), ``saturated_rows`` (fraction of
+        the unscaled rows whose largest weight exceeds ``saturated``), ``dK_ratio``
+        and ``dQ_ratio`` (Frobenius norms, unscaled over scaled). Arrays over all
+        rows of all seeds: ``row_largest`` (the unscaled row's largest weight) and
+        ``row_ratio`` (``||dQ_i||``, unscaled over scaled).
+    """
+    require(d_k >= 1 and n >= 1 and d_v >= 1, f"d_k = {d_k}, n = {n}, d_v = {d_v} must be >= 1")
+    seeds = list(seeds)
+    require(len(seeds) >= 1, "at least one seed")
+    out = {key: [] for key in ("largest_weight", "largest_weight_unscaled", "saturated_rows", "dK_ratio",
+                               "dQ_ratio", "row_largest", "row_ratio")}
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        Q, K = rng.standard_normal((n, d_k)), rng.standard_normal((n, d_k))
+        V, dO = rng.standard_normal((n, d_v)), rng.standard_normal((n, d_v))
+        runs = []
+        for factor in (1.0, math.sqrt(d_k)):
+            _, cache = attention(factor * Q, K, V)
+            dq, dK, _ = attention_backward(dO, cache)
+            runs.append((cache[3].max(axis=-1), factor * dq, dK))  # d/dQ of f(c Q) is c f'(c Q)
+        (largest, dQ, dK), (largest_unscaled, dQ_unscaled, dK_unscaled) = runs
+        out["largest_weight"].append(largest.mean())
+        out["largest_weight_unscaled"].append(largest_unscaled.mean())
+        out["saturated_rows"].append(np.mean(largest_unscaled > saturated))
+        out["dK_ratio"].append(np.linalg.norm(dK_unscaled) / np.linalg.norm(dK))
+        out["dQ_ratio"].append(np.linalg.norm(dQ_unscaled) / np.linalg.norm(dQ))
+        out["row_largest"].extend(largest_unscaled)
+        out["row_ratio"].extend(np.linalg.norm(dQ_unscaled, axis=1) / np.linalg.norm(dQ, axis=1))
+    return {key: np.array(value, dtype=float) for key, value in out.items()}
