@@ -10,6 +10,8 @@ the stated first two moments.
 
 from __future__ import annotations
 
+import functools
+
 import sympy as sp
 from sympy.matrices.expressions.matexpr import MatrixElement
 
@@ -35,17 +37,23 @@ def layer_jacobian_entry(index, r, c):
     return sp.Derivative(Step("f", index, 1, width)[0, r], h(index - 1)[0, c])
 
 
-def _chain_expand(expr, point):
-    """At a width and depth: ``h_l = f_l(h_{l-1})`` with undefined ``f_l``, everything written out."""
-    w, top = int(point[width]), int(point[depth])
+@functools.lru_cache(maxsize=None)
+def _chain_steps(w: int, top: int) -> dict:
+    """``h_l = f_l(h_{l-1})`` with undefined ``f_l`` at width ``w``, for ``l = 0 ... top``, and each ``J_l``."""
     values = {0: sp.Matrix(1, w, lambda r, c: sp.Symbol(f"h0_{c}", real=True))}
     for layer in range(1, top + 1):
         values[layer] = sp.Matrix(1, w, lambda r, c, layer=layer: sp.Function(f"f{layer}_{c}")(*values[layer - 1]))
-    return _evaluate(expr.xreplace(point), {
-        "h": lambda t: values[t], "f": lambda t: values[t],
-        "J": lambda t: sp.Matrix(w, w, lambda r, c: _derivative(layer_jacobian_entry(t, r, c).xreplace(point),
-                                                                 values)),
-    }, lambda Y, X: Y.jacobian(list(X)))
+    point = {width: w}
+    jacobians = {layer: sp.Matrix(w, w, lambda r, c, layer=layer: _derivative(
+        layer_jacobian_entry(layer, r, c).xreplace(point), values)) for layer in range(1, top + 1)}
+    return {"h": values, "f": values, "J": jacobians}
+
+
+def _chain_expand(expr, point):
+    """At a width and depth, everything written out (:func:`_chain_steps`)."""
+    steps = _chain_steps(int(point[width]), int(point[depth]))
+    return _evaluate(expr.xreplace(point), {name: table.__getitem__ for name, table in steps.items()},
+                     lambda Y, X: Y.jacobian(list(X)))
 
 
 def _derivative(d: sp.Derivative, values):
@@ -106,36 +114,41 @@ D_t = Step("D", t, w_h, w_h)
 D_DEFINITION = Diag(ones(1, w_h) - odot(Step("h", t, 1, w_h), Step("h", t, 1, w_h)))  # D_t = diag(1 - h_t h_t)
 
 
-def _bptt_expand(expr, point):
-    """``h_t = tanh(h_{t-1} W_hh + c_t)`` (``c_t`` for ``x_t W_xh + b``), a loss of ``h_T``, written out."""
-    T_, w = int(point[steps_T]), int(point[w_h])
-    W = sp.Matrix(w, w, lambda r, c: sp.Symbol(f"W_{r}{c}", real=True))
+@functools.lru_cache(maxsize=None)
+def _bptt_steps(T_: int, w: int):
+    """``h_t = tanh(h_{t-1} W_hh + c_t)`` (``c_t`` for ``x_t W_xh + b``) and a loss of ``h_T``, written out."""
+    W = sp.ImmutableMatrix(w, w, lambda r, c: sp.Symbol(f"W_{r}{c}", real=True))
     inputs = [sp.Matrix(1, w, lambda r, c, s=s: sp.Symbol(f"c{s}_{c}", real=True)) for s in range(T_ + 1)]
-    hs = {0: sp.Matrix(1, w, lambda r, c: sp.Symbol(f"h0_{c}", real=True))}
+    ys = sp.Matrix(1, w, lambda r, c: sp.Dummy(f"y{c}"))
 
     def step(previous, s):
         return (previous * W + inputs[s]).applyfunc(sp.tanh)
 
+    hs = {0: sp.Matrix(1, w, lambda r, c: sp.Symbol(f"h0_{c}", real=True))}
     for s in range(1, T_ + 1):
         hs[s] = step(hs[s - 1], s)
-    ys = sp.Matrix(1, w, lambda r, c: sp.Dummy(f"y{c}"))
     loss = sp.Function("ell")(*ys)
     at_top = dict(zip(ys, hs[T_]))
+    # d h_t / d h_{t-1}: the step's derivative at its own input
+    jacobians = {s: step(ys, s).jacobian(list(ys)).subs(dict(zip(ys, hs[s - 1]))) for s in range(1, T_ + 1)}
+    grads = {"dh_0": sp.ImmutableMatrix(1, w, lambda r, c: sp.diff(loss.xreplace(at_top), hs[0][c])),
+             "dh_T": sp.ImmutableMatrix(1, w, lambda r, c: sp.diff(loss, ys[c]).subs(at_top))}
+    point = {w_h: w}
+    diagonals = {s: _evaluate(D_DEFINITION.xreplace({t: s, **point}), {"h": hs.__getitem__}, None).as_explicit()
+                 for s in range(0, T_ + 1)}
+    return W, hs, jacobians, grads, diagonals
 
-    def jacobian(Y, X):  # d h_t / d h_{t-1}: the step's derivative at its own input
-        s = next(s for s in hs if hs[s] == Y)
-        return step(ys, s).jacobian(list(ys)).subs(dict(zip(ys, hs[s - 1])))
 
-    def diag(s):
-        return _evaluate(D_DEFINITION.xreplace({t: s, **point}), {"h": lambda r: hs[r]}, jacobian).as_explicit()
-
+def _bptt_expand(expr, point):
+    W, hs, jacobians, grads, diagonals = _bptt_steps(int(point[steps_T]), int(point[w_h]))
     expr = expr.xreplace(point)
-    expr = expr.replace(lambda e: isinstance(e, sp.MatrixSymbol) and e.name == W_rec.name, lambda e: sp.ImmutableMatrix(W))
-    grads = {"dh_0": sp.Matrix(1, w, lambda r, c: sp.diff(loss.xreplace(at_top), hs[0][c])),
-             "dh_T": sp.Matrix(1, w, lambda r, c: sp.diff(loss, ys[c]).subs(at_top))}
-    expr = expr.replace(lambda e: isinstance(e, sp.MatrixSymbol) and e.name in grads,
-                        lambda e: sp.ImmutableMatrix(grads[e.name]))
-    return _evaluate(expr, {"h": lambda s: hs[s], "D": diag}, jacobian)
+    expr = expr.replace(lambda e: isinstance(e, sp.MatrixSymbol) and e.name == W_rec.name, lambda e: W)
+    expr = expr.replace(lambda e: isinstance(e, sp.MatrixSymbol) and e.name in grads, lambda e: grads[e.name])
+
+    def jacobian(Y, X):
+        return jacobians[next(s for s in hs if hs[s] == Y)]
+
+    return _evaluate(expr, {"h": hs.__getitem__, "D": diagonals.__getitem__}, jacobian)
 
 
 bptt = Op("backpropagation through time", grid={steps_T: (1, 2, 3), w_h: (1, 2)}, expand=_bptt_expand)
@@ -202,7 +215,9 @@ linear_unit = moment_op("linear unit with independent weights", WEIGHTS, grid={n
 z, sigma = sp.Symbol("z", real=True), sp.Symbol("sigma", positive=True)
 gaussian = Distributed(z, 0, sigma**2)
 relu_gaussian = Op("ReLU of a centred Gaussian", variables=(sigma,), functions=(
-    (Expect, lambda e: sp.integrate(e * gaussian.density(), (z, -sp.oo, sp.oo))),
+    # max(z, 0) as the piecewise function it is: SymPy integrates that twice as fast
+    (Expect, lambda e: sp.integrate(e.replace(sp.Max, lambda *x: sp.Max(*x).rewrite(sp.Piecewise)) * gaussian.density(),
+                                    (z, -sp.oo, sp.oo))),
 ))
 
 # ----------------------------------------------------------------------------- the claims

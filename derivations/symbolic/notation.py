@@ -143,6 +143,20 @@ class Concat(MatrixExpr):
         return H[(c // width) * (H.shape[0] / h) + r, c % width]
 
 
+class tanh(sp.Function):  # noqa: N801 - printed and evaluated as tanh
+    """``tanh`` known only by ``tanh' = 1 - tanh^2``: all a backward pass uses, and without
+    SymPy's automatic simplifications of ``tanh(...)``, which cost seconds on long arguments."""
+
+    def fdiff(self, argindex=1):
+        return 1 - tanh(self.args[0]) ** 2
+
+    def _eval_rewrite_as_exp(self, x, **kwargs):
+        return sp.tanh(x).rewrite(sp.exp)
+
+    def _eval_evalf(self, prec):
+        return sp.tanh(self.args[0])._eval_evalf(prec)
+
+
 class Tanh(MatrixExpr):
     """``tanh`` applied to every entry."""
 
@@ -154,7 +168,7 @@ class Tanh(MatrixExpr):
         return self.args[0].shape
 
     def _entry(self, r, c, **kwargs):
-        return sp.tanh(self.args[0][r, c])
+        return tanh(self.args[0][r, c])
 
 
 class Phi(sp.Function):

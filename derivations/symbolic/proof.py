@@ -20,6 +20,7 @@ import re
 from typing import Any, Iterator, NamedTuple
 
 import sympy as sp
+from sympy.core.function import AppliedUndef
 from sympy.matrices.expressions.matexpr import MatrixElement, MatrixExpr
 
 from .notation import Contraction, gradient_of
@@ -39,7 +40,10 @@ class Partial(sp.Function):
 
 
 def _defer_derivatives(expr):
-    return expr.replace(lambda e: isinstance(e, sp.Derivative), lambda e: Partial(e.expr, *e.variables))
+    """Derivatives written in a claim wait as ``Partial``; those SymPy left unevaluated
+    (of an undefined function, in a chain rule written out) are final and stay."""
+    return expr.replace(lambda e: isinstance(e, sp.Derivative) and not e.expr.atoms(AppliedUndef),
+                        lambda e: Partial(e.expr, *e.variables))
 
 
 class Meaning:
@@ -56,6 +60,7 @@ class Meaning:
             parent, indices = element_pattern(_at(pattern, point))
             self.defs[parent] = (indices, _at(definition, point))
         self.output = _at(op.output, point)
+        self._pairing = None
         self.inputs = {}
         for _, definition in self.defs.values():
             for symbol in _atoms(definition, sp.MatrixSymbol):
@@ -78,14 +83,15 @@ class Meaning:
         Y = self.output
         if not isinstance(Y, sp.MatrixSymbol):  # a scalar output, the loss itself: upstream gradient 1
             return sp.diff(self(Y), X[r, c])
-        dY = sp.MatrixSymbol("d" + Y.name, *Y.shape)
-        if self.point:
-            cells = itertools.product(range(int(Y.shape[0])), range(int(Y.shape[1])))
-            pairing = sp.Add(*[dY[p, q] * self(Y[p, q]) for p, q in cells])
-        else:
-            p, q = sp.Dummy("p", integer=True, nonnegative=True), sp.Dummy("q", integer=True, nonnegative=True)
-            pairing = sp.Sum(dY[p, q] * self(Y[p, q]), (p, 0, Y.shape[0] - 1), (q, 0, Y.shape[1] - 1))
-        return sp.diff(pairing, X[r, c])
+        if self._pairing is None:  # the same sum(dY * Y) serves every component of every input
+            dY = sp.MatrixSymbol("d" + Y.name, *Y.shape)
+            if self.point:
+                cells = itertools.product(range(int(Y.shape[0])), range(int(Y.shape[1])))
+                self._pairing = sp.Add(*[dY[p, q] * self(Y[p, q]) for p, q in cells])
+            else:
+                p, q = sp.Dummy("p", integer=True, nonnegative=True), sp.Dummy("q", integer=True, nonnegative=True)
+                self._pairing = sp.Sum(dY[p, q] * self(Y[p, q]), (p, 0, Y.shape[0] - 1), (q, 0, Y.shape[1] - 1))
+        return sp.diff(self._pairing, X[r, c])
 
     def __call__(self, expr):
         """``expr`` with every name replaced by its meaning, derivatives taken."""
@@ -105,9 +111,9 @@ class Meaning:
                                 lambda e, x=arguments, body=body: self(body.xreplace(dict(zip(x, e.args)))))
         for function, body in self.op.functions:
             expr = expr.replace(lambda e, f=function: isinstance(e, f), lambda e, body=body: body(*e.args))
-        # At symbolic sizes sums stay as they are: canonical() collapses their deltas, where
-        # doit() would wrap them in Piecewise conditions on the free indices.
-        return expr.doit() if self.point else expr
+        # No doit(): at symbolic sizes canonical() collapses the deltas of sums, where doit()
+        # would wrap them in Piecewise conditions; at grid sizes every sum is written out already.
+        return expr
 
 
 def _write_out(total: sp.Sum):
@@ -204,7 +210,11 @@ def is_zero(expr, ranges: dict | None = None) -> bool:
     if expr == 0 or sp.expand(expr) == 0:
         return True
     if expr.has(sp.Sum, sp.KroneckerDelta):
-        expr = canonical(expr, ranges or {})
+        # Components as plain Indexed objects: a MatrixElement re-checks its indices against
+        # the shape every time it is rebuilt, which dominates the cost of renaming.
+        expr = expr.replace(lambda e: isinstance(e, MatrixElement),
+                            lambda e: sp.Indexed(sp.IndexedBase(e.parent.name), e.i, e.j))
+        expr = canonical(expr, ranges or {}, {})
         if expr == 0 or sp.cancel(sp.together(expr)) == 0:
             return True
     rewrites = [_cancel_with_exp_atoms, _reduce_square_roots]
@@ -232,7 +242,7 @@ def _reduce_square_roots(expr):
     return numerator
 
 
-def canonical(expr, ranges: dict):
+def canonical(expr, ranges: dict, memo: dict | None = None):
     """``expr`` as a sum of monomials, each one flat multi-sum with canonical index names.
 
     A Kronecker delta ``delta(v, w)`` under a sum over ``v`` collapses the sum (``v``
@@ -241,10 +251,13 @@ def canonical(expr, ranges: dict):
     is given in ``ranges``, or ``w`` is another summed index with the same range. Nothing
     else is assumed, so an identity that needs more does not reduce to zero.
     """
-    return sp.Add(*[_close(body, limits, ranges) for body, limits in _monomials(sp.expand(expr), ranges)])
+    memo = {} if memo is None else memo
+    if expr not in memo:
+        memo[expr] = sp.Add(*[_close(body, limits, ranges) for body, limits in _monomials(sp.expand(expr), ranges, memo)])
+    return memo[expr]
 
 
-def _monomials(expr, ranges) -> list[tuple[Any, tuple]]:
+def _monomials(expr, ranges, memo) -> list[tuple[Any, tuple]]:
     """``expr`` as ``[(body, limits)]``: ``expr = sum of Sum(body, *limits)``, no Sum left in a body
     except inside functions and negative powers (canonicalised in place)."""
     out = []
@@ -256,23 +269,23 @@ def _monomials(expr, ranges) -> list[tuple[Any, tuple]]:
             elif isinstance(factor, sp.Sum):
                 copies = [factor]
             else:
-                atom = _canonical_inside(factor, ranges)
+                atom = _canonical_inside(factor, ranges, memo)
                 partial = [(body * atom, limits) for body, limits in partial]
                 continue
             for total in copies:
                 fresh = {v: sp.Dummy(str(v), integer=True) for v, _, _ in total.limits}
                 limits = tuple((fresh[v], low, high) for v, low, high in total.limits)
-                inner = _monomials(total.function.xreplace(fresh), ranges)
+                inner = _monomials(total.function.xreplace(fresh), ranges, memo)
                 partial = [(b1 * b2, l1 + limits + l2) for b1, l1 in partial for b2, l2 in inner]
         out.extend(partial)
     return out
 
 
-def _canonical_inside(factor, ranges):
+def _canonical_inside(factor, ranges, memo):
     """A factor with sums inside a function or a power, canonical inside."""
     if not factor.has(sp.Sum) or not factor.args:
         return _plain_delta(factor)
-    return factor.func(*[canonical(arg, ranges) if arg.has(sp.Sum) else _plain_delta(arg) for arg in factor.args])
+    return factor.func(*[canonical(arg, ranges, memo) if arg.has(sp.Sum) else _plain_delta(arg) for arg in factor.args])
 
 
 def _plain_delta(expr):
