@@ -105,9 +105,10 @@ def on_files(files, config):
             text = claimsmd.notebook_markdown(text)
         title = next((line[2:].strip() for line in text.splitlines() if line.startswith("# ")), file.name)
         for citation in claimsmd.find_citations(text):
-            pages = cited_by.setdefault(citation.claim_id, [])
-            if (title, file.src_uri) not in pages:
-                pages.append((title, file.src_uri))
+            for item_id in [citation.claim_id, *claimsmd.cited_claims(citation)]:  # a derivation cites its claim
+                pages = cited_by.setdefault(item_id, [])
+                if (title, file.src_uri) not in pages:
+                    pages.append((title, file.src_uri))
     _state["cited_by"] = cited_by
 
     for site_path, source in mathrender.katex_assets():
@@ -131,12 +132,20 @@ def on_files(files, config):
     return files
 
 
+def _renderer():
+    if "renderer" not in _state:
+        _state["renderer"] = mathrender.KatexRenderer()
+    return _state["renderer"]
+
+
 def on_page_markdown(markdown, page, config, files):
-    markdown, errors = claimsmd.expand(markdown, page.file.src_uri)
+    markdown, errors = claimsmd.expand(markdown, page.file.src_uri, _renderer())
     for error in errors:
         log.error("docs/%s: %s", page.file.src_uri, error)
     if page.file.src_uri == claimsmd.CLAIMS_PAGE:
-        table = claimsmd.claims_page(_state["cited_by"], _verification_results())
+        table, errors = claimsmd.claims_page(_state["cited_by"], _verification_results(), _renderer())
+        for error in errors:
+            log.error("docs/%s: %s", page.file.src_uri, error)
         if "[[claims-table]]" not in markdown:
             log.error("docs/%s: the [[claims-table]] placeholder is missing", page.file.src_uri)
         markdown = markdown.replace("[[claims-table]]", table)
@@ -144,14 +153,13 @@ def on_page_markdown(markdown, page, config, files):
 
 
 def on_post_page(output, page, config):
-    if "renderer" not in _state:
-        _state["renderer"] = mathrender.KatexRenderer()
+    _renderer()
     if page.file.src_uri.endswith(".ipynb"):
         try:
             output = notebookpage.strip_remote_loaders(output)
         except ValueError as error:
             log.error("docs/%s: %s", page.file.src_uri, error)
-        output, errors = claimsmd.expand_html(output, page.url)
+        output, errors = claimsmd.expand_html(output, page.url, renderer=_state["renderer"])
         for error in errors:
             log.error("docs/%s: %s", page.file.src_uri, error)
     source = Path(page.file.abs_src_path).read_text(encoding="utf-8") if page.file.abs_src_path else None

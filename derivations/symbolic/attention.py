@@ -47,6 +47,8 @@ def softmax_vjp_rows(A, dA):
     return odot(A, dA - RowSum(odot(A, dA)))
 
 
+components = Op("components")  # no definitions: only what it means to differentiate a component
+
 JACOBIAN = "a Jacobian entry: the backward pass contracts it with the upstream gradient and never builds it"
 
 # ----------------------------------------------------------------------------- the claims
@@ -58,6 +60,8 @@ CLAIMS = [
     Claim("chain-rule.contraction-matrix", "Chain rule for matrices: both intermediate indices are summed",
           chain_rule_matrix, dX[m, n], Contraction(dY[i, b] * D(Y[i, b], X[m, n]), (i, 0, n_y - 1), (b, 0, m_y - 1)),
           no_impl="a rule of calculus, not an operation"),
+    Claim("notation.component-derivative", "A component's derivative is a product of deltas", components,
+          D(Q[i, a], Q[m, n]), delta(i, m) * delta(a, n), no_impl="notation, not an operation"),
     Claim("attention.scores.dQ", "Scores with respect to queries", scores,
           D(S[i, j], Q[m, n]), delta(i, m) * K[j, n] / sqrt(d_k), no_impl=JACOBIAN),
     Claim("attention.scores.dK", "Scores with respect to keys", scores,
@@ -94,6 +98,11 @@ CLAIMS = [
 # ----------------------------------------------------------------------------- the derivations
 
 DERIVATIONS = [
+    Derivation("chain-rule.summation", "The summation convention, written out", chain_rule, (
+        dx[0, n],
+        Contraction(dy[0, i] * D(y[0, i], x[0, n]), (i, 0, n_y - 1)),
+        sp.Sum(dy[0, i] * D(y[0, i], x[0, n]), (i, 0, n_y - 1)),
+    )),
     Derivation("attention.vjp.dV.index", "Values: the delta removes the sum over features", output, (
         dV[m, n],
         Contraction(dO[i, b] * D(O[i, b], V[m, n]), (i, 0, n_q - 1), (b, 0, d_v - 1)),
@@ -117,7 +126,7 @@ DERIVATIONS = [
         sp.Sum(dA[m, j] * A[m, j] * delta(j, n), (j, 0, n_k - 1))
         - sp.Sum(A[m, j] * dA[m, j], (j, 0, n_k - 1)) * A[m, n],
         A[m, n] * (dA[m, n] - sp.Sum(A[m, k] * dA[m, k], (k, 0, n_k - 1))),
-    )),
+    ), concludes="softmax.vjp"),
     Derivation("attention.vjp.dQ.index", "Queries: the delta removes the sum over queries", scores, (
         dQ[m, n],
         Contraction(dS[i, j] * D(S[i, j], Q[m, n]), (i, 0, n_q - 1), (j, 0, n_k - 1)),

@@ -204,6 +204,7 @@ def hypotheses(moments: dict, symbols: dict) -> tuple:
 
 
 d_k, n_in = size("d_k", "key features"), size("n_in", "inputs")
+name_tex("n_in", r"n_{\text{in}}")
 q, k = matrix("q", 1, d_k), matrix("k", 1, d_k)
 UNIT = {"q": {1: 0, 2: 1}, "k": {1: 0, 2: 1}}
 scores = moment_op("dot product of independent unit pairs", UNIT, grid={d_k: (1, 2, 3, 4, 5, 6)})

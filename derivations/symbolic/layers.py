@@ -32,7 +32,11 @@ relu = Op("relu", variables=(x,), domain="real x ≠ 0",
           cases=({x: sp.Symbol("x_pos", positive=True)}, {x: sp.Symbol("x_neg", negative=True)}))
 gelu = Op("gelu", variables=(x,))
 gelu_tanh = Op("gelu (tanh)", variables=(x, c), functions=((sp.tanh, lambda z: 1 - 2 / (sp.exp(2 * z) + 1)),))
-NORMAL = (define(Phi(x), (1 + sp.erf(x / sqrt(2))) / 2), define(phi(x), sp.exp(-x**2 / 2) / sqrt(2 * sp.pi)))
+half = sp.Rational(1, 2)
+NORMAL = (define(Phi(x), sp.Mul(half, 1 + sp.erf(x / sqrt(2)), evaluate=False)),
+          define(phi(x), sp.exp(-x**2 / 2) / sqrt(2 * sp.pi)))
+Z_ffn, U = matrix("Z_ffn", N, d_out, tex="Z"), matrix("U", N, d_out)
+gelu_entrywise = Op("gelu, entry by entry", defs=(define(U[i, a], Z_ffn[i, a] * Phi(Z_ffn[i, a])),))
 TANH_ARGUMENT = (define(u(x), sqrt(2 / sp.pi) * (x + c * x**3)),)
 GELU = tex_function(r"\mathrm{GELU}'")
 GELU_TANH = tex_function(r"\mathrm{GELU}_{\tanh}'")
@@ -61,7 +65,7 @@ layer_norm_affine = Op("layer norm, scale and shift", defs=(define(Yr[t, a], gam
 # ----------------------------------------------------------------------------- cross-entropy
 
 C = size("C", "classes")
-z, p, P, Z = matrix("z", 1, C), matrix("p", 1, C), matrix("P", N, C, tex="p"), matrix("Z", N, C, tex="z")
+z, p, P, Z = matrix("z", 1, C), matrix("p", 1, C), matrix("P_rows", N, C, tex="p"), matrix("Z_logits", N, C, tex="z")
 target, targets, L = sp.Symbol("y", integer=True, nonnegative=True), sp.IndexedBase("y", integer=True), sp.Symbol("L")
 cross_entropy = Op("cross-entropy (one row)", defs=(
     define(L, -sp.log(p[0, target])),
@@ -78,6 +82,8 @@ T, vocab, d_e = size("T", "tokens"), size("V", "vocabulary entries"), size("d", 
 E, out, tokens = matrix("E", vocab, d_e), matrix("out", T, d_e, tex=r"\mathrm{out}"), sp.IndexedBase("tokens", integer=True)
 name_tex("tokens", r"\mathrm{tokens}")
 embedding = Op("embedding", defs=(define(out[t, b], E[tokens[t], b]),))
+one_hot, X_0 = matrix("H_onehot", T, vocab, tex="H"), matrix("X_emb", T, d_e, tex="X_{0}")
+embedding_one_hot = Op("embedding as a one-hot product", defs=(define(X_0, one_hot * E),))
 
 # ----------------------------------------------------------------------------- residual
 
@@ -95,18 +101,32 @@ HEADS = {n_pos: (1, 2), heads: (1, 2, 3), d_h: (1, 2)}
 rearrangements = Op("split and concat", grid=HEADS)
 concat = Op("concat", defs=(define(Cat, Concat(H, heads)),), grid=HEADS)
 split = Op("split", defs=(define(H, Split(XH, heads)),), grid=HEADS)
+d_m, d_p = size("d_model", "model features"), size("d_proj", "projected features")
+X_in, W_Q, W_K, W_V = matrix("X_0", N, d_m), matrix("W_Q", d_m, d_p), matrix("W_K", d_m, d_p), matrix("W_V", d_m, d_p)
+Q_p, K_p, V_p = matrix("Q", N, d_p), matrix("K", N, d_p), matrix("V", N, d_p)
+projections = Op("query, key and value projections", returns=3,
+                 defs=(define(Q_p, X_in * W_Q), define(K_p, X_in * W_K), define(V_p, X_in * W_V)))
 
 # ----------------------------------------------------------------------------- Adam
 
 step = sp.Symbol("t", integer=True, positive=True)
 beta1, beta2, gr = sp.Symbol("beta_1", positive=True), sp.Symbol("beta_2", positive=True), sp.Symbol("g", real=True)
 m_t, v_t = tex_function("m", subscript=True), tex_function("v", subscript=True)
-adam = Op("Adam moments", domain="step t ≥ 1", functions=(
-    (m_t, lambda s: sp.rsolve(sp.Function("M")(s) - beta1 * sp.Function("M")(s - 1) - (1 - beta1) * gr,
-                              sp.Function("M")(s), {sp.Function("M")(0): 0})),
-    (v_t, lambda s: sp.rsolve(sp.Function("M")(s) - beta2 * sp.Function("M")(s - 1) - (1 - beta2) * gr**2,
-                              sp.Function("M")(s), {sp.Function("M")(0): 0})),
-))
+RECURRENCES = {  # the moment updates as printed; solving them is the proof
+    m_t: sp.Eq(m_t(step), sp.Add(beta1 * m_t(step - 1), sp.Mul(1 - beta1, gr, evaluate=False), evaluate=False)),
+    v_t: sp.Eq(v_t(step), sp.Add(beta2 * v_t(step - 1), sp.Mul(1 - beta2, gr**2, evaluate=False), evaluate=False)),
+}
+START = {m_t: sp.Eq(m_t(0), 0), v_t: sp.Eq(v_t(0), 0)}
+
+
+def solved(moment):
+    """The moment after ``s`` steps: SymPy's solution of its recurrence, for every step at once."""
+    recurrence, start = RECURRENCES[moment], START[moment]
+    return lambda s: sp.rsolve(recurrence.lhs - recurrence.rhs, moment(step), {start.lhs: start.rhs}).subs(step, s)
+
+
+adam = Op("Adam moments", variables=(gr,), domain="step t ≥ 1 and real g",
+          functions=((m_t, solved(m_t)), (v_t, solved(v_t))))
 
 # ----------------------------------------------------------------------------- the claims
 
@@ -124,8 +144,12 @@ CLAIMS = [
           D(x * Phi(x), x), Phi(x) + x * phi(x), where=NORMAL, impl="gelu_backward:dx"),
     Claim("gelu.tanh-derivative", "Derivative of the tanh approximation of GELU", gelu_tanh,
           D(x / 2 * (1 + sp.tanh(u(x))), x),
-          (1 + sp.tanh(u(x))) / 2 + x / 2 * (1 - sp.tanh(u(x)) ** 2) * sqrt(2 / sp.pi) * (1 + 3 * c * x**2),
+          sp.Mul(half, 1 + sp.tanh(u(x)), evaluate=False)
+          + x / 2 * (1 - sp.tanh(u(x)) ** 2) * sqrt(2 / sp.pi) * (1 + 3 * c * x**2),
           where=TANH_ARGUMENT, impl="gelu_backward:dx (tanh)"),
+    Claim("gelu.vjp", "GELU backward, entry by entry", gelu_entrywise,
+          grad(Z_ffn), odot(grad(U), Z_ffn.applyfunc(Phi) + odot(Z_ffn, Z_ffn.applyfunc(phi))), where=NORMAL,
+          impl="gelu_backward:dx (matrix)"),
     Claim("gelu.derivative-symmetry", "Both GELU derivatives satisfy f'(x) + f'(-x) = 1", gelu_symmetry,
           sp.Tuple(GELU(x) + GELU(-x), GELU_TANH(x) + GELU_TANH(-x)), sp.Tuple(1, 1),
           no_impl="a property of the two derivatives; gelu_derivative_max_difference relies on it"),
@@ -146,6 +170,8 @@ CLAIMS = [
           cross_entropy_mean, grad(Z)[m, n], (P[m, n] - delta(targets[m], n)) / N, impl="cross_entropy_backward:dlogits"),
     Claim("embedding.scatter-add", "Embedding backward: scatter-add of the output gradient", embedding,
           grad(E)[v, n], sp.Sum(delta(tokens[t], v) * grad(out)[t, n], (t, 0, T - 1)), impl="embedding_backward:dE"),
+    Claim("embedding.one-hot", "Embedding as a product with a one-hot matrix: the transposed product", embedding_one_hot,
+          grad(E), one_hot.T * grad(X_0), impl="embedding_backward:dE (one-hot)"),
     Claim("residual.jacobian", "Residual connection: identity plus the branch Jacobian", residual,
           D(yv[0, m], xv[0, n]), delta(m, n) + D(f[0, m], xv[0, n]),
           no_impl="a sum has no backward function of its own: the model adds the two gradients"),
@@ -158,10 +184,12 @@ CLAIMS = [
     Claim("multi-head.split-vjp", "Backward of splitting into heads: concatenate the head gradients", split,
           grad(XH), Concat(grad(H), heads),
           no_impl="inside multi_head_attention_backward, checked against torch and finite differences as a whole"),
+    Claim("multi-head.input-projections", "One input, three projections: its gradient is the sum of theirs",
+          projections, grad(X_in), grad(Q_p) * W_Q.T + grad(K_p) * W_K.T + grad(V_p) * W_V.T,
+          no_impl="inside multi_head_attention_backward (dX_q + dX_k + dX_v), checked against torch as a whole"),
     Claim("adam.bias-correction", "Adam's bias correction recovers a constant gradient exactly", adam,
           sp.Tuple(m_t(step) / (1 - beta1**step), v_t(step) / (1 - beta2**step)), sp.Tuple(gr, gr**2),
-          given=(sp.Eq(m_t(step), beta1 * m_t(step - 1) + (1 - beta1) * gr),
-                 sp.Eq(v_t(step), beta2 * v_t(step - 1) + (1 - beta2) * gr**2), sp.Eq(m_t(0), 0), sp.Eq(v_t(0), 0)),
+          given=(*RECURRENCES.values(), *START.values()),
           no_impl="adam_step returns parameters, not moments; tests/test_optim.py checks its first steps"),
 ]
 

@@ -180,6 +180,9 @@ class Phi(sp.Function):
     def _eval_rewrite_as_erf(self, x, **kwargs):
         return (1 + sp.erf(x / sp.sqrt(2))) / 2
 
+    def _eval_evalf(self, prec):
+        return self.rewrite(sp.erf)._eval_evalf(prec)
+
 
 class phi(sp.Function):  # noqa: N801 - the density is lower-case phi, as on the page
     """The standard normal density."""
@@ -190,6 +193,9 @@ class phi(sp.Function):  # noqa: N801 - the density is lower-case phi, as on the
 
     def _eval_rewrite_as_exp(self, x, **kwargs):
         return sp.exp(-(x**2) / 2) / sp.sqrt(2 * sp.pi)
+
+    def _eval_evalf(self, prec):
+        return self.rewrite(sp.exp)._eval_evalf(prec)
 
 
 class Expect(sp.Function):
@@ -370,6 +376,17 @@ class SitePrinter(LatexPrinter):
     def _print_MatAdd(self, e):
         return self._join_terms(list(e.args))
 
+    def _print_ElementwiseApplyFunction(self, e):
+        """``Phi(Z)`` for a function applied to every entry of ``Z``."""
+        body = e.function.expr
+        if isinstance(body, sp.Function) and body.args == e.function.variables:
+            return "%s\\left(%s\\right)" % (self._function_name(body), self._print(e.expr))
+        return super()._print_ElementwiseApplyFunction(e)
+
+    def _function_name(self, applied) -> str:
+        tex = self._print(applied.func(sp.Symbol("_")))
+        return tex[: tex.index(r"\left(")] if r"\left(" in tex else tex
+
     def _print_RowSum(self, e):
         return r"\operatorname{rowsum}\left(%s\right)" % self._print(e.args[0])
 
@@ -462,7 +479,7 @@ class SitePrinter(LatexPrinter):
         # One fraction: the coefficient's denominator joins the others (x/(D sigma), not 1/D x/sigma).
         sign = -1 if coefficient.could_extract_minus_sign() else 1
         top, bottom_number = sp.fraction(sign * coefficient)
-        if not (top.is_Rational and bottom_number.is_Rational):
+        if any(not p.exp.is_Integer for p in (sign * coefficient).atoms(sp.Pow)):  # 1/sqrt(d_k) stays in front
             top, bottom_number = sign * coefficient, sp.Integer(1)
         bottom = self._product(([bottom_number] if bottom_number != 1 else []) + denominator, alone=True)
         inside = [f for f in numerator if not isinstance(f, (sp.Sum, sp.Derivative))]
@@ -492,8 +509,8 @@ class SitePrinter(LatexPrinter):
 
     def _print_Pow(self, e):
         base, exponent = e.args
-        if isinstance(base, (MatrixElement, sp.Indexed, sp.Sum, sp.Mul, sp.Function)) and exponent.is_Integer and exponent > 0 \
-                and not isinstance(base, (Norm, sp.exp)):
+        if isinstance(base, (MatrixElement, sp.Indexed, sp.Sum, sp.Mul, sp.Heaviside)) and exponent.is_Integer \
+                and exponent > 0:
             return r"\left(%s\right)^{%s}" % (self._print(base), self._print(exponent))
         if exponent == -1 and not isinstance(base, sp.Add):
             return r"\frac{1}{%s}" % self._print(base)
@@ -586,7 +603,8 @@ class SitePrinter(LatexPrinter):
         return r"%s \sim \mathcal{N}\left(%s, %s\right)" % (self._print(z), self._print(mean), self._print(variance))
 
     def _print_Max(self, e, exp=None):
-        return r"\max\left(%s\right)" % ", ".join(self._print(x) for x in e.args[::-1])
+        tex = r"\max\left(%s\right)" % ", ".join(self._print(x) for x in e.args[::-1])
+        return tex if exp is None else r"%s^{%s}" % (tex, exp)
 
     def _print_Tuple(self, e):
         return r",\qquad ".join(self._print(x) for x in e.args)

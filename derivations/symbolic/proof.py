@@ -59,7 +59,7 @@ class Meaning:
                 continue
             parent, indices = element_pattern(_at(pattern, point))
             self.defs[parent] = (indices, _at(definition, point))
-        self.output = _at(op.output, point)
+        self.outputs = [_at(output, point) for output in op.outputs]
         self._pairing = None
         self.inputs = {}
         for _, definition in self.defs.values():
@@ -74,23 +74,26 @@ class Meaning:
                 return self(definition[e.i, e.j])
             return self(definition.xreplace(dict(zip(indices, (e.i, e.j)))))
         quantity = gradient_of(X.name) if isinstance(X, sp.MatrixSymbol) else None
-        if quantity in self.inputs and quantity != getattr(self.output, "name", None):
+        if quantity in self.inputs and quantity not in {getattr(Y, "name", None) for Y in self.outputs}:
             return self.vjp(self.inputs[quantity], e.i, e.j)
         return e
 
     def vjp(self, X: sp.MatrixSymbol, r, c):
-        """``d/dX[r, c] sum(dY * Y)``: the gradient the backward pass returns for input ``X``."""
-        Y = self.output
-        if not isinstance(Y, sp.MatrixSymbol):  # a scalar output, the loss itself: upstream gradient 1
-            return sp.diff(self(Y), X[r, c])
-        if self._pairing is None:  # the same sum(dY * Y) serves every component of every input
-            dY = sp.MatrixSymbol("d" + Y.name, *Y.shape)
-            if self.point:
-                cells = itertools.product(range(int(Y.shape[0])), range(int(Y.shape[1])))
-                self._pairing = sp.Add(*[dY[p, q] * self(Y[p, q]) for p, q in cells])
-            else:
-                p, q = sp.Dummy("p", integer=True, nonnegative=True), sp.Dummy("q", integer=True, nonnegative=True)
-                self._pairing = sp.Sum(dY[p, q] * self(Y[p, q]), (p, 0, Y.shape[0] - 1), (q, 0, Y.shape[1] - 1))
+        """``d/dX[r, c] sum(dY * Y)`` over the outputs ``Y``: the gradient the backward pass returns for ``X``."""
+        if self._pairing is None:  # the same pairing serves every component of every input
+            terms = []
+            for Y in self.outputs:
+                if not isinstance(Y, sp.MatrixSymbol):  # a scalar output, the loss itself: upstream gradient 1
+                    terms.append(self(Y))
+                    continue
+                dY = sp.MatrixSymbol("d" + Y.name, *Y.shape)
+                if self.point:
+                    cells = itertools.product(range(int(Y.shape[0])), range(int(Y.shape[1])))
+                    terms.append(sp.Add(*[dY[p, q] * self(Y[p, q]) for p, q in cells]))
+                else:
+                    p, q = sp.Dummy("p", integer=True, nonnegative=True), sp.Dummy("q", integer=True, nonnegative=True)
+                    terms.append(sp.Sum(dY[p, q] * self(Y[p, q]), (p, 0, Y.shape[0] - 1), (q, 0, Y.shape[1] - 1)))
+            self._pairing = sp.Add(*terms)
         return sp.diff(self._pairing, X[r, c])
 
     def __call__(self, expr):

@@ -71,6 +71,7 @@ class Op:
     domain: str = ""
     functions: tuple = ()  # (Function class, Lambda) pairs: named functions and their definitions
     expand: Any = None  # expand(expr, point) -> explicit expr, for objects only a size defines (chains)
+    returns: int = 1  # how many of the first definitions are outputs (their gradients are the upstream)
 
     def __post_init__(self):
         for symbol, sizes in (self.grid or {}).items():
@@ -78,9 +79,9 @@ class Op:
                 raise ValueError(f"op {self.name}: the grid of {symbol} must be 1, 2, ..., N (got {sizes})")
 
     @property
-    def output(self):
-        """The quantity the op defines first (a matrix, or a scalar such as a loss)."""
-        return element_pattern(self.defs[0][0])[0] if self.defs else None
+    def outputs(self) -> tuple:
+        """What the op returns: the quantity defined first, or the first ``returns`` ones."""
+        return tuple(element_pattern(pattern)[0] for pattern, _ in self.defs[: self.returns])
 
     @property
     def kind(self) -> str:
