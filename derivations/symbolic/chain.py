@@ -25,7 +25,7 @@ dx, dy, dX, dY = map(grad, (x, y, X, Y))
 def chain_expand(inputs, intermediates):
     """``expand(expr, point)`` for a loss of ``Y = F(X)``: components become functions and derivatives."""
 
-    def expand(expr, point):
+    def expand(expr, point, where=()):
         X_, Y_ = (M.subs(point) for M in (inputs, intermediates))
         xs = {(r, c): sp.Symbol(f"x_{r}{c}", real=True) for r, c in _cells(X_)}
         F = {(r, c): sp.Function(f"F_{r}{c}")(*xs.values()) for r, c in _cells(Y_)}
@@ -67,7 +67,7 @@ def arbitrary_function_op(name, inputs, functions, derived, loss_of, grid):
     an arbitrary function of ``loss_of``. At a size, :func:`expand` writes it all out.
     """
 
-    def expand(expr, point):
+    def expand(expr, point, where=()):
         X_ = inputs.xreplace(point)
         xs = sp.Matrix(*X_.shape, lambda r, c: sp.Symbol(f"{inputs.name}_{r}{c}", real=True))
         values = {inputs.name: xs}

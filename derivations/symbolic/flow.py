@@ -38,30 +38,51 @@ def layer_jacobian_entry(index, r, c):
 
 
 @functools.lru_cache(maxsize=None)
-def _chain_steps(w: int, top: int) -> dict:
-    """``h_l = f_l(h_{l-1})`` with undefined ``f_l`` at width ``w``, for ``l = 0 ... top``, and each ``J_l``."""
+def _chain_values(w: int, top: int) -> dict:
+    """``h_l = f_l(h_{l-1})`` with undefined ``f_l`` at width ``w``, for ``l = 0 ... top``."""
     values = {0: sp.Matrix(1, w, lambda r, c: sp.Symbol(f"h0_{c}", real=True))}
     for layer in range(1, top + 1):
         values[layer] = sp.Matrix(1, w, lambda r, c, layer=layer: sp.Function(f"f{layer}_{c}")(*values[layer - 1]))
-    point = {width: w}
-    jacobians = {layer: sp.Matrix(w, w, lambda r, c, layer=layer: _derivative(
-        layer_jacobian_entry(layer, r, c).xreplace(point), values)) for layer in range(1, top + 1)}
-    return {"h": values, "f": values, "J": jacobians}
+    return values
 
 
-def _chain_expand(expr, point):
-    """At a width and depth, everything written out (:func:`_chain_steps`)."""
-    steps = _chain_steps(int(point[width]), int(point[depth]))
-    return _evaluate(expr.xreplace(point), {name: table.__getitem__ for name, table in steps.items()},
-                     lambda Y, X: Y.jacobian(list(X)))
+def _definition(where, name):
+    """The claim's own definition of the step quantity ``name`` (``J_l``, ``D_t``): what the page prints."""
+    for pattern, definition in where:
+        parent = getattr(pattern, "parent", pattern)
+        if isinstance(parent, Step) and str(parent.args[0]) == name:
+            return pattern, definition
+    raise ValueError(f"no definition of {name} in {where}")
 
 
-def _derivative(d: sp.Derivative, values):
-    """A derivative of step components with respect to a step component, written out."""
+def _chain_expand(expr, point, where=()):
+    """At a width and depth, everything written out; ``J_l`` from the claim's definition of it."""
+    w, top = int(point[width]), int(point[depth])
+    values = _chain_values(w, top)
+    steps = {"h": values.__getitem__, "f": values.__getitem__}
+    if any(str(e.args[0]) == "J" for e in expr.atoms(Step)):
+        (pattern, definition) = _definition(where, "J")
+        index, (r_, c_) = pattern.parent.args[1], (pattern.i, pattern.j)
+
+        def jacobian_of_layer(t):
+            return sp.Matrix(w, w, lambda r, c: _derivative(
+                definition.xreplace({index: t, r_: r, c_: c, **point}), values))
+
+        steps["J"] = jacobian_of_layer
+    return _evaluate(expr.xreplace(point), steps, lambda Y, X: Y.jacobian(list(X)))
+
+
+def _derivative(expr, values):
+    """``expr`` (derivatives of step components with respect to step components) written out."""
     def component(e):
         return values[int(e.parent.args[1])][0, int(e.j)]
-    inner, (variable,) = d.expr, d.variables
-    return sp.diff(component(inner), component(variable))
+
+    def step_component(e):
+        return isinstance(e, MatrixElement) and isinstance(e.parent, Step)
+
+    expr = expr.replace(lambda e: isinstance(e, sp.Derivative),
+                        lambda e: sp.diff(component(e.expr), component(e.variables[0])))
+    return expr.replace(step_component, component)
 
 
 def _evaluate(expr, steps: dict, jacobian):
@@ -133,14 +154,16 @@ def _bptt_steps(T_: int, w: int):
     jacobians = {s: step(ys, s).jacobian(list(ys)).subs(dict(zip(ys, hs[s - 1]))) for s in range(1, T_ + 1)}
     grads = {"dh_0": sp.ImmutableMatrix(1, w, lambda r, c: sp.diff(loss.xreplace(at_top), hs[0][c])),
              "dh_T": sp.ImmutableMatrix(1, w, lambda r, c: sp.diff(loss, ys[c]).subs(at_top))}
-    point = {w_h: w}
-    diagonals = {s: _evaluate(D_DEFINITION.xreplace({t: s, **point}), {"h": hs.__getitem__}, None).as_explicit()
-                 for s in range(0, T_ + 1)}
-    return W, hs, jacobians, grads, diagonals
+    return W, hs, jacobians, grads
 
 
-def _bptt_expand(expr, point):
-    W, hs, jacobians, grads, diagonals = _bptt_steps(int(point[steps_T]), int(point[w_h]))
+def _bptt_expand(expr, point, where=()):
+    """The recurrence written out; ``D_t`` from the derivation's definition of it."""
+    W, hs, jacobians, grads = _bptt_steps(int(point[steps_T]), int(point[w_h]))
+    _, d_definition = _definition(where, "D")
+
+    def diagonal(s):
+        return _evaluate(d_definition.xreplace({t: s, **point}), {"h": hs.__getitem__}, None).as_explicit()
     expr = expr.xreplace(point)
     expr = expr.replace(lambda e: isinstance(e, sp.MatrixSymbol) and e.name == W_rec.name, lambda e: W)
     expr = expr.replace(lambda e: isinstance(e, sp.MatrixSymbol) and e.name in grads, lambda e: grads[e.name])
@@ -148,7 +171,7 @@ def _bptt_expand(expr, point):
     def jacobian(Y, X):
         return jacobians[next(s for s in hs if hs[s] == Y)]
 
-    return _evaluate(expr, {"h": hs.__getitem__, "D": diagonals.__getitem__}, jacobian)
+    return _evaluate(expr, {"h": hs.__getitem__, "D": diagonal}, jacobian)
 
 
 bptt = Op("backpropagation through time", grid={steps_T: (1, 2, 3), w_h: (1, 2)}, expand=_bptt_expand)

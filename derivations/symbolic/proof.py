@@ -50,7 +50,7 @@ class Meaning:
     """What the names of an op mean at one size ``point`` (an empty point: symbolic sizes)."""
 
     def __init__(self, op: Op, point: dict, extra_defs: tuple = ()):
-        self.op, self.point = op, point
+        self.op, self.point, self.where = op, point, extra_defs
         self.defs: dict = {}
         self.function_defs: dict = {}  # F -> (arguments, body) for a definition F(x) = body
         for pattern, definition in (*op.defs, *extra_defs):
@@ -103,7 +103,7 @@ class Meaning:
         if self.point:  # write out sums with numeric bounds, leaving what they sum untouched
             expr = expr.replace(lambda e: isinstance(e, sp.Sum), _write_out)
         if self.op.expand is not None and self.point:
-            expr = self.op.expand(expr, self.point)
+            expr = self.op.expand(expr, self.point, self.where)
         expr = expr.replace(lambda e: isinstance(e, Partial), lambda e: sp.diff(self(e.args[0]), *e.args[1:]))
         expr = expr.replace(lambda e: isinstance(e, MatrixElement), self.element)
         for symbol, (indices, definition) in self.defs.items():
@@ -150,7 +150,7 @@ def cases(lhs, rhs, op: Op, where: tuple = (), when=None, points: list[dict] | N
         for substitution in op.cases or ({},):
             L, R = _at(lhs, point), _at(rhs, point)
             if op.expand is not None and point:
-                L, R = op.expand(L, point), op.expand(R, point)
+                L, R = op.expand(L, point, where), op.expand(R, point, where)
             if substitution:
                 L, R = L.xreplace(substitution), R.xreplace(substitution)
             meaning = Meaning(op, point, where)
@@ -232,7 +232,7 @@ def _reduce_square_roots(expr):
     Zero after the reduction means zero wherever ``s = sqrt(X)``: the relation is the only
     fact used about ``s``.
     """
-    roots = {p.base for p in expr.atoms(sp.Pow) if p.exp.is_Rational and p.exp.q == 2}
+    roots = {p.base for p in expr.atoms(sp.Pow) if p.exp.is_Rational and p.exp.q == 2 and p.base.free_symbols}
     if not roots:
         return expr
     symbols = {base: sp.Dummy("s", positive=True) for base in roots}
@@ -241,7 +241,10 @@ def _reduce_square_roots(expr):
     numerator, _ = sp.fraction(sp.together(replaced))
     numerator = sp.expand(numerator)
     for base, s in symbols.items():
-        numerator = sp.expand(sp.rem(sp.Poly(numerator, s), sp.Poly(s**2 - base, s)).as_expr())
+        try:
+            numerator = sp.expand(sp.rem(sp.Poly(numerator, s), sp.Poly(s**2 - base, s)).as_expr())
+        except sp.PolynomialError:  # s inside a function: this rewrite cannot decide it
+            return expr
     return numerator
 
 

@@ -70,7 +70,7 @@ class Op:
     cases: tuple = ()
     domain: str = ""
     functions: tuple = ()  # (Function class, Lambda) pairs: named functions and their definitions
-    expand: Any = None  # expand(expr, point) -> explicit expr, for objects only a size defines (chains)
+    expand: Any = None  # expand(expr, point, where) -> explicit expr, for objects only a size defines (chains)
     returns: int = 1  # how many of the first definitions are outputs (their gradients are the upstream)
 
     def __post_init__(self):
