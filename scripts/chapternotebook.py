@@ -54,11 +54,11 @@ def _plain_markdown(text: str) -> str:
 
 def _claim_markdown(markdown: str) -> str:
     """Claim lines as display math with a note of what was proven."""
-    from claimsmd import CLAIM_LINE, get_claim
+    from claimsmd import CLAIM_LINE, lookup
 
-    def replace(match: re.Match) -> str:
-        claim = get_claim(match["id"])
-        return f"$$\n{claim.latex}\n$$\n\n*Proven by SymPy ({claim.sizes}): claim `{claim.id}`.*"
+    def replace(match: re.Match) -> str:  # a claim or, since the claims rebuild, a derivation
+        item = lookup(match["kind"], match["id"])
+        return f"$$\n{item.latex}\n$$\n\n*Proven by SymPy ({item.sizes}): {match['kind']} `{item.id}`.*"
 
     return CLAIM_LINE.sub(replace, markdown)
 

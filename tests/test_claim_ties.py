@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from derivations import reference as ref
-from derivations.symbolic import CLAIMS, Claim, attention as att, flow, layers
+from derivations.symbolic import CLAIMS, Claim, attention as att, autodiff as ad, flow, layers
 from derivations.symbolic.numeric import evaluate
 from derivations.symbolic.registry import Op
 
@@ -134,11 +134,34 @@ def rnn_case(claim, rng, variant):
                 {"dh_tm1": dh0, "dx_t": dx[0], "dW_hh": dW_hh, "dW_xh": dW_xh, "db": db[None, :]})
 
 
+def lstm_cell_case(claim, rng, variant):
+    B, d_in, d_h = [(2, 3, 4), (1, 2, 1), (3, 1, 2)][variant]
+    x, h, c = normal(rng, B, d_in), normal(rng, B, d_h), normal(rng, B, d_h)
+    _, cache = ref.lstm_cell(x, h, c, normal(rng, d_in + d_h, 4 * d_h), normal(rng, 4 * d_h))
+    dh_new, dc_new = normal(rng, B, d_h), normal(rng, B, d_h)
+    dc = ref.lstm_cell_backward(dh_new, dc_new, cache)[2]
+    gates = {"f_gate": cache.f, "i_gate": cache.i, "g_gate": cache.g, "o_gate": cache.o}
+    return Case({flow.B: B, flow.d_h: d_h}, {"c_prev": c, **gates, "dc_t": dc_new, "dh_new": dh_new}, {"dc_prev": dc})
+
+
+def patch_embed_case(claim, rng, variant):
+    C, P, n_h, n_w, d = [(2, 2, 1, 2, 3), (1, 3, 2, 1, 2), (3, 1, 2, 3, 1)][variant]
+    images, W = normal(rng, 1, C, P * n_h, P * n_w), normal(rng, C * P * P, d)
+    tokens, cache = ref.patch_embed(images, W, None, P)
+    dtokens = normal(rng, *tokens.shape)
+    dimages, dW, _ = ref.patch_embed_backward(dtokens, cache)
+    stacked = (C * P * n_h, P * n_w)  # the claims' image: channels stacked as row blocks
+    return Case({ad.channels: C, ad.side: P, ad.rows: n_h, ad.cols: n_w, ad.d_tok: d},
+                {"X_img": images[0].reshape(stacked), "K_conv": W.T, "dY_tok": dtokens[0]},
+                {"lhs": tokens[0], "dX_img": dimages[0].reshape(stacked), "dK_conv": dW.T})
+
+
 HARNESSES = {
     "attention_backward": attention_case, "softmax_backward": softmax_case, "linear_backward": linear_case,
     "layer_norm_backward": layer_norm_case, "cross_entropy_backward": cross_entropy_case,
     "embedding_backward": embedding_case, "relu_backward": activation_case, "gelu_backward": activation_case,
-    "rnn_backward": rnn_case,
+    "rnn_backward": rnn_case, "lstm_cell_backward": lstm_cell_case, "patch_embed": patch_embed_case,
+    "patch_embed_backward": patch_embed_case,
 }
 
 # ----------------------------------------------------------------------------- the comparison

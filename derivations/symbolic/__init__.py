@@ -10,11 +10,11 @@ them, ``proof.py`` decides them.
 
 from __future__ import annotations
 
-from . import attention, flow, layers
+from . import attention, autodiff, flow, layers
 from .registry import KINDS, Claim, Derivation, Op
 
-CLAIMS: list[Claim] = [*attention.CLAIMS, *layers.CLAIMS, *flow.CLAIMS]
-DERIVATIONS: list[Derivation] = [*attention.DERIVATIONS, *layers.DERIVATIONS, *flow.DERIVATIONS]
+CLAIMS: list[Claim] = [*attention.CLAIMS, *layers.CLAIMS, *flow.CLAIMS, *autodiff.CLAIMS]
+DERIVATIONS: list[Derivation] = [*attention.DERIVATIONS, *layers.DERIVATIONS, *flow.DERIVATIONS, *autodiff.DERIVATIONS]
 
 _BY_ID = {item.id: item for item in [*CLAIMS, *DERIVATIONS]}
 if len(_BY_ID) != len(CLAIMS) + len(DERIVATIONS):
