@@ -2,10 +2,10 @@
 
 Every function here is seeded, float64 and deterministic, and returns plain
 arrays, so the page prints exactly what the figures draw. Each experiment takes
-its ``seed``; :func:`over_seeds` runs one over many seeds (the seed becomes the
-first axis) and :func:`spread` summarises that axis, so every conclusion the page
-draws can be stated over :data:`SEEDS` with its range. The sections follow the
-chapter:
+its ``seed``; :func:`~.evidence.over_seeds` (re-exported here) runs one over many
+seeds, the seed becoming the first axis, and :func:`~.evidence.spread` summarises
+that axis, so every conclusion the page draws can be stated over :data:`SEEDS` with
+its range. The sections follow the chapter:
 
 - chains: :func:`deep_chain_gradient_norms`
 - recurrent networks: :func:`rnn_gradient_horizon`, :func:`growth_per_step`
@@ -40,6 +40,7 @@ from ..reference.optim import clip_grad_norm, sgd_step
 from ..reference.rnn import rnn_backward, rnn_forward
 from ..reference.tanh import tanh, tanh_backward
 from ..reference.task import make_split
+from .evidence import geometric_mean, over_seeds, spread
 
 __all__ = [
     "SEEDS",
@@ -80,78 +81,6 @@ SEEDS = tuple(range(10))
 
 def _norm(x) -> float:
     return float(np.sqrt(np.sum(np.square(x))))
-
-
-# ----------------------------------------------------------------------------- evidence over seeds
-
-
-def over_seeds(experiment, seeds=SEEDS, **kwargs):
-    """Run ``experiment(**kwargs, seed=s)`` for every seed and stack the results, seed first.
-
-    A result that is an array (or a number) becomes an array ``[n_seeds, ...]``; a
-    result that is a tuple (a ``NamedTuple`` included) or a dict is stacked field by
-    field (key by key) and returned as the same kind of container.
-
-    Raises
-    ------
-    ValueError
-        If ``seeds`` is empty or repeats a seed (one draw counted twice is not evidence).
-
-    Examples
-    --------
-    >>> over_seeds(lambda seed: np.random.default_rng(seed).integers(0, 10**6), seeds=(1, 2)).shape
-    (2,)
-    >>> class Pair(NamedTuple):
-    ...     a: float
-    ...     b: np.ndarray
-    >>> stacked = over_seeds(lambda scale, seed: Pair(seed * scale, np.full(3, seed)), seeds=(1, 2), scale=10)
-    >>> stacked.a.tolist(), stacked.b.shape
-    ([10, 20], (2, 3))
-    """
-    seeds = tuple(int(s) for s in seeds)
-    require(len(seeds) >= 1, "seeds must name at least one seed")
-    require(len(set(seeds)) == len(seeds), f"seeds {seeds} repeat a seed: one draw would count twice")
-    return _stack([experiment(**kwargs, seed=seed) for seed in seeds])
-
-
-def _stack(results):
-    """Stack a list of like results along a new first axis: arrays, numbers, tuples and dicts of them."""
-    first = results[0]
-    if isinstance(first, dict):
-        return {key: _stack([r[key] for r in results]) for key in first}
-    if isinstance(first, tuple):
-        fields = [_stack([r[i] for r in results]) for i in range(len(first))]
-        return type(first)(*fields) if hasattr(first, "_fields") else tuple(fields)
-    return np.stack([np.asarray(r, dtype=np.float64) for r in results])
-
-
-def spread(per_seed) -> dict[str, np.ndarray]:
-    """What many seeds say about each entry: its smallest, median and largest value across seeds.
-
-    The seeds are the first axis of ``per_seed``; the result has the shape of one
-    seed's entry, under the keys ``"low"``, ``"median"`` and ``"high"`` (a plain
-    dict, so a page can name ``{{ ratio[low] }}`` in a sentence).
-
-    Examples
-    --------
-    >>> s = spread([[1.0, 30.0], [2.0, 10.0], [4.0, 20.0]])  # three seeds, two quantities
-    >>> s["low"].tolist(), s["median"].tolist(), s["high"].tolist()
-    ([1.0, 10.0], [2.0, 20.0], [4.0, 30.0])
-    """
-    values = np.asarray(per_seed, dtype=np.float64)
-    require(values.ndim >= 1 and values.shape[0] >= 1, f"per_seed {values.shape} needs a first axis of seeds")
-    return {"low": values.min(axis=0), "median": np.median(values, axis=0), "high": values.max(axis=0)}
-
-
-def geometric_mean(values, axis=0) -> np.ndarray:
-    """``exp(mean(log(values)))``: the average a log axis shows.
-
-    Examples
-    --------
-    >>> round(float(geometric_mean([1.0, 100.0])), 12)
-    10.0
-    """
-    return np.exp(np.mean(np.log(np.asarray(values, dtype=np.float64)), axis=axis))
 
 
 # ----------------------------------------------------------------------------- plain stacks
