@@ -35,10 +35,6 @@ import numpy  # noqa: E402,F401
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# NumPy is imported here, once, before any background thread: two threads importing it at the same
-# time (unpickling cached page results, drawing figures) fail with a partially initialised module.
-import numpy  # noqa: E402,F401
-
 import buildcache  # noqa: E402
 import figurejobs  # noqa: E402
 import htmlcheck  # noqa: E402
