@@ -25,15 +25,15 @@ from mkdocs.plugins import event_priority
 from mkdocs.structure.files import File
 
 # One BLAS thread for the pages' small matrix products (threaded BLAS on 2 cores is far slower);
-# effective because NumPy is first imported below, by the derivations package.
+# effective because NumPy is first imported below.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# NumPy is first imported here, in the main thread, before on_config starts the background threads:
+# a first import running in two threads at once (a cached page being unpickled while the figures
+# module is imported) fails with "partially initialized module 'numpy._core.numeric'".
+import numpy  # noqa: E402,F401
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-# NumPy is imported here, once, before any background thread: two threads importing it at the same
-# time (unpickling cached page results, drawing figures) fail with a partially initialised module.
-import numpy  # noqa: E402,F401
 
 import buildcache  # noqa: E402
 import figurejobs  # noqa: E402
