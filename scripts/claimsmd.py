@@ -140,7 +140,7 @@ def claims_page(cited_by: dict[str, list[tuple[str, str]]], results: dict[str, d
     errors: list[str] = []
     sections = []
 
-    def status(item_id: str) -> str:
+    def status(item_id: str, kind: str) -> str:
         result = (results or {}).get(item_id)
         if result is None:
             return "not verified in this build"
@@ -148,6 +148,8 @@ def claims_page(cited_by: dict[str, list[tuple[str, str]]], results: dict[str, d
             return f"**FAILED**: {result['detail']}"
         # No timing here: two builds of the same source must give the same page.
         how = f"{result['cases']} identities decided" if result["cases"] else result["detail"]
+        if kind == "derivation":
+            return f"every step proven by SymPy for this version of the claims ({how})"
         return f"verified by SymPy for this version of the claims ({how})"
 
     def pages(item_id: str) -> str:
@@ -167,7 +169,7 @@ def claims_page(cited_by: dict[str, list[tuple[str, str]]], results: dict[str, d
                 lines.append(f"- implemented by: {_implementation(item)}")
             elif item.concludes:
                 lines.append(f"- concludes: [`{item.concludes}`](#{anchor(item.concludes)})")
-            lines += [f"- result: {status(item.id)}", f"- cited by: {pages(item.id)}", ""]
+            lines += [f"- result: {status(item.id, kind)}", f"- cited by: {pages(item.id)}", ""]
             sections.append("\n".join(lines))
     return "\n".join(sections), errors
 

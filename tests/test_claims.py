@@ -269,8 +269,8 @@ def test_printer_writes_the_site_notation() -> None:
 
 def test_badges_say_in_words_what_was_proven() -> None:
     for item in [*CLAIMS, *DERIVATIONS]:
-        text = claimsmd.badge_text(item)
-        assert "proven" in text and not re.search(r"[A-Za-z]_[A-Za-z]", text), f"{item.id}: {text!r}"
+        text, tooltip = claimsmd.badge_text(item), claimsmd.badge_title(item)
+        assert "proven" in text and not re.search(r"[A-Za-z]_[A-Za-z]", text + tooltip), f"{item.id}: {text!r}"
         assert item.kind in ("general", "grid", "every-real")
         assert item.sizes.startswith(("for all sizes", "at every size up to", "for every")), item.sizes
         if item.kind == "grid":
