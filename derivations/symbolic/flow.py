@@ -15,7 +15,7 @@ import functools
 import sympy as sp
 from sympy.matrices.expressions.matexpr import MatrixElement
 
-from .notation import (Contraction, Diag, Distributed, Expect, Independent, Jacobian, Norm, Ordered, Step, Tanh, Var,
+from .notation import (Contraction, Diag, Distributed, Expect, Independent, Jacobian, Norm, Ordered, Step, Tanh, Var, tanh,
                        a, b, grad, i, m, matrix, n, name_tex, size)
 from .registry import Claim, Derivation, Op, define
 
@@ -143,7 +143,7 @@ def _bptt_steps(T_: int, w: int):
     ys = sp.Matrix(1, w, lambda r, c: sp.Dummy(f"y{c}"))
 
     def step(previous, s):
-        return (previous * W + inputs[s]).applyfunc(sp.tanh)
+        return (previous * W + inputs[s]).applyfunc(tanh)
 
     hs = {0: sp.Matrix(1, w, lambda r, c: sp.Symbol(f"h0_{c}", real=True))}
     for s in range(1, T_ + 1):
@@ -238,11 +238,18 @@ WEIGHTS = {"w": {1: 0, 2: sigma_W**2}, "x_in": {1: sp.Symbol("m_1", real=True), 
 linear_unit = moment_op("linear unit with independent weights", WEIGHTS, grid={n_in: (1, 2, 3, 4, 5)})
 z, sigma = sp.Symbol("z", real=True), sp.Symbol("sigma", positive=True)
 gaussian = Distributed(z, 0, sigma**2)
-relu_gaussian = Op("ReLU of a centred Gaussian", variables=(sigma,), functions=(
-    # max(z, 0) as the piecewise function it is: SymPy integrates that twice as fast
-    (Expect, lambda e: sp.integrate(e.replace(sp.Max, lambda *x: sp.Max(*x).rewrite(sp.Piecewise)) * gaussian.density(),
-                                    (z, -sp.oo, sp.oo))),
-))
+z_neg, z_pos = sp.Symbol("z_neg", negative=True), sp.Symbol("z_pos", positive=True)
+
+
+def gaussian_expectation(e):
+    """``E[e]`` for ``z`` normal: the integral against the density, over each half of the line
+    (on each half the sign of ``z`` is known, so max(z, 0) and H(z) are plain functions)."""
+    integrand = e * gaussian.density()
+    return (sp.integrate(integrand.subs(z, z_neg), (z_neg, -sp.oo, 0))
+            + sp.integrate(integrand.subs(z, z_pos), (z_pos, 0, sp.oo)))
+
+
+relu_gaussian = Op("ReLU of a centred Gaussian", variables=(sigma,), functions=((Expect, gaussian_expectation),))
 
 # ----------------------------------------------------------------------------- the claims
 
