@@ -207,10 +207,12 @@ def expand_html(page_html: str, page_url: str, claims_url: str = "claims/", rend
         problem = check_formula(item, renderer)
         if problem:
             errors.append(f"KaTeX cannot render the formula of {kind} {item_id}: {problem}")
+        # Spans in a paragraph, no div: the notebook's Markdown cell is found up to its first </div>
+        # when its $...$ math is rendered, and text after the claim must stay inside it.
         return (
-            f'<div class="claim"><div class="arithmatex">\\[{html_escape(item.latex)}\\]</div>'
-            f'<p><span class="claim-badge"><a href="{link}#{anchor(item_id, kind)}" title="{html_escape(badge_title(item))}">'
-            f"{html_escape(badge_text(item))}</a> · <code>{item_id}</code></span></p></div>"
+            f'<p class="claim"><span class="arithmatex">\\[{html_escape(item.latex)}\\]</span>'
+            f'<span class="claim-badge"><a href="{link}#{anchor(item_id, kind)}" title="{html_escape(badge_title(item))}">'
+            f"{html_escape(badge_text(item))}</a> · <code>{item_id}</code></span></p>"
         )
 
     return MARKER_PARAGRAPH.sub(replace, page_html), errors
