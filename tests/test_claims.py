@@ -22,9 +22,10 @@ from claimsmd import find_citations, notebook_markdown
 from claimsrecord import ensure_verified
 from conftest import DOCS
 from derivations.symbolic import CLAIMS, DERIVATIONS, attention as att, flow, get_claim, get_derivation, layers
-from derivations.symbolic.notation import (RowSum, Softmax, Step, grad, i, j, k, latex, m, matrix, n, size)
+from derivations.symbolic.notation import RowSum, Softmax, Step, grad, i, j, k, m, matrix, n, size
+from derivations.symbolic.printer import latex
 from derivations.symbolic.proof import is_zero
-from derivations.symbolic.registry import Claim, Op, define
+from derivations.symbolic.registry import Claim, Op
 from derivations.symbolic.verify import verify_claim
 from mathrender import KatexRenderer
 
