@@ -142,7 +142,7 @@ def claims_page(cited_by: dict[str, list[tuple[str, str]]], results: dict[str, d
     errors: list[str] = []
     sections = []
 
-    def status(item_id: str) -> str:
+    def status(item_id: str, kind: str) -> str:
         result = (results or {}).get(item_id)
         if result is None:
             return "not verified in this build"
@@ -150,6 +150,8 @@ def claims_page(cited_by: dict[str, list[tuple[str, str]]], results: dict[str, d
             return f"**FAILED**: {result['detail']}"
         # No timing here: two builds of the same source must give the same page.
         how = f"{result['cases']} identities decided" if result["cases"] else result["detail"]
+        if kind == "derivation":
+            return f"every step proven by SymPy for this version of the claims ({how})"
         return f"verified by SymPy for this version of the claims ({how})"
 
     def pages(item_id: str) -> str:
@@ -169,7 +171,7 @@ def claims_page(cited_by: dict[str, list[tuple[str, str]]], results: dict[str, d
                 lines.append(f"- implemented by: {_implementation(item)}")
             elif item.concludes:
                 lines.append(f"- concludes: [`{item.concludes}`](#{anchor(item.concludes)})")
-            lines += [f"- result: {status(item.id)}", f"- cited by: {pages(item.id)}", ""]
+            lines += [f"- result: {status(item.id, kind)}", f"- cited by: {pages(item.id)}", ""]
             sections.append("\n".join(lines))
     return "\n".join(sections), errors
 
@@ -207,10 +209,12 @@ def expand_html(page_html: str, page_url: str, claims_url: str = "claims/", rend
         problem = check_formula(item, renderer)
         if problem:
             errors.append(f"KaTeX cannot render the formula of {kind} {item_id}: {problem}")
+        # Spans in a paragraph, no div: the notebook's Markdown cell is found up to its first </div>
+        # when its $...$ math is rendered, and text after the claim must stay inside it.
         return (
-            f'<div class="claim"><div class="arithmatex">\\[{html_escape(item.latex)}\\]</div>'
-            f'<p><span class="claim-badge"><a href="{link}#{anchor(item_id, kind)}" title="{html_escape(badge_title(item))}">'
-            f"{html_escape(badge_text(item))}</a> · <code>{item_id}</code></span></p></div>"
+            f'<p class="claim"><span class="arithmatex">\\[{html_escape(item.latex)}\\]</span>'
+            f'<span class="claim-badge"><a href="{link}#{anchor(item_id, kind)}" title="{html_escape(badge_title(item))}">'
+            f"{html_escape(badge_text(item))}</a> · <code>{item_id}</code></span></p>"
         )
 
     return MARKER_PARAGRAPH.sub(replace, page_html), errors

@@ -11,7 +11,7 @@ reference; nothing expected comes from the claims.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -19,7 +19,6 @@ import pytest
 from derivations import reference as ref
 from derivations.symbolic import CLAIMS, Claim, attention as att, autodiff as ad, flow, layers
 from derivations.symbolic.numeric import evaluate
-from derivations.symbolic.registry import Op
 
 RTOL = 1e-12
 VARIANTS = range(3)  # three shapes per claim, all sizes different within each

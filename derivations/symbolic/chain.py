@@ -1,18 +1,20 @@
-"""The chain rule itself, for a loss of an arbitrary function: no op of the model, only calculus.
+"""Ops made of arbitrary functions and of chains of steps, written out at each grid size.
 
-``L = ell(Y)`` and ``Y = F(X)`` with ``ell`` and every component of ``F`` undefined functions,
-so the identity holds for any differentiable loss and layer. SymPy needs explicit components
-for that, so these ops work at grid sizes (:func:`expand` writes them out).
+The chain rule holds for any differentiable loss and layer: ``L = ell(Y)``, ``Y = F(X)`` with
+``ell`` and every component of ``F`` undefined functions. SymPy needs explicit components for
+that, so these ops work at grid sizes: each has an ``expand`` that writes its objects out (the
+components, the steps of a chain of symbolic length) at a size.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import sympy as sp
 from sympy.matrices.expressions.matexpr import MatrixElement
 
-from .notation import grad, matrix, size
+from .notation import Jacobian, Ordered, Step, grad, matrix, size, tanh
 from .registry import Op
 
 n_x, n_y = size("n_x", "input components"), size("n_y", "intermediate components")
@@ -94,5 +96,122 @@ def arbitrary_function_op(name, inputs, functions, derived, loss_of, grid):
             return e
 
         return expr.replace(lambda e: isinstance(e, MatrixElement) and e.i.is_Integer and e.j.is_Integer, component)
+
+    return Op(name, grid=grid, expand=expand)
+
+
+# ----------------------------------------------------------------------------- chains of steps
+# A chain's length is a symbol (the depth D, the number of steps T); the page writes its
+# product with \cdots (notation.Ordered). At each grid size the op writes every step out.
+
+
+def _definition(where, name):
+    """The claim's own definition of the step quantity ``name`` (``J_l``, ``D_t``): what the page prints."""
+    for pattern, definition in where:
+        parent = getattr(pattern, "parent", pattern)
+        if isinstance(parent, Step) and str(parent.args[0]) == name:
+            return pattern, definition
+    raise ValueError(f"no definition of {name} among {where}")
+
+
+def _evaluate(expr, steps: dict, jacobian):
+    """``expr`` with every Step, Ordered product and Jacobian at numeric steps made explicit.
+
+    ``steps[name](t)`` is the explicit matrix of step quantity ``name`` at step ``t``;
+    ``jacobian(Y, X)`` the explicit Jacobian of explicit ``Y`` with respect to ``X``.
+    """
+    if not expr.has(Step, Ordered, Jacobian):
+        return expr
+    if isinstance(expr, Step):
+        return sp.ImmutableMatrix(steps[str(expr.args[0])](int(expr.args[1])))
+    if isinstance(expr, Ordered):
+        body, index, top, bottom = expr.args
+        product = sp.eye(body.shape[0])
+        for value in range(int(top), int(bottom) - 1, -1):
+            product = product * _evaluate(body.xreplace({index: value}), steps, jacobian)
+        return sp.ImmutableMatrix(product)
+    if isinstance(expr, Jacobian):
+        return sp.ImmutableMatrix(jacobian(*(_evaluate(arg, steps, jacobian) for arg in expr.args)))
+    replaced = expr.func(*[_evaluate(arg, steps, jacobian) for arg in expr.args])
+    return replaced.doit() if isinstance(replaced, sp.MatrixExpr) else replaced
+
+
+def layer_chain(name, width, depth, grid):
+    """``h_l = f_l(h_{l-1})``, ``l = 1 ... D``, with every ``f_l`` an arbitrary vector function.
+
+    Step quantities: ``h_l``, ``f_l`` (the value of layer ``l``) and ``J_l``, taken from the
+    claim's own definition of it (its ``where``), so the page and the proof share it.
+    """
+
+    @functools.lru_cache(maxsize=None)
+    def values(w: int, top: int) -> dict:
+        out = {0: sp.Matrix(1, w, lambda r, c: sp.Symbol(f"h0_{c}", real=True))}
+        for layer in range(1, top + 1):
+            out[layer] = sp.Matrix(1, w, lambda r, c, layer=layer: sp.Function(f"f{layer}_{c}")(*out[layer - 1]))
+        return out
+
+    def expand(expr, point, where=()):
+        w, top = int(point[width]), int(point[depth])
+        hs = values(w, top)
+
+        def written_out(e):  # derivatives of step components by step components, then the components
+            def component(x):
+                return hs[int(x.parent.args[1])][0, int(x.j)]
+            e = e.replace(lambda x: isinstance(x, sp.Derivative),
+                          lambda x: sp.diff(component(x.expr), component(x.variables[0])))
+            return e.replace(lambda x: isinstance(x, MatrixElement) and isinstance(x.parent, Step), component)
+
+        steps = {"h": hs.__getitem__, "f": hs.__getitem__}
+        if any(str(e.args[0]) == "J" for e in expr.atoms(Step)):
+            pattern, definition = _definition(where, "J")
+            index, rows, cols = pattern.parent.args[1], pattern.i, pattern.j
+            steps["J"] = lambda s: sp.Matrix(w, w, lambda r, c: written_out(
+                definition.xreplace({index: s, rows: r, cols: c, **point})))
+        return _evaluate(expr.xreplace(point), steps, lambda Y, X: Y.jacobian(list(X)))
+
+    return Op(name, grid=grid, expand=expand)
+
+
+def tanh_recurrence(name, steps, width, t, W_hh, dh_0, dh_T, grid):
+    """``h_t = tanh(h_{t-1} W_hh + c_t)`` (``c_t`` standing for ``x_t W_xh + b``), a loss of ``h_T``.
+
+    ``dh_0`` is the gradient that reaches the initial state, ``dh_T`` the one arriving at the
+    last; ``D_t`` comes from the derivation's own definition of it.
+    """
+
+    @functools.lru_cache(maxsize=None)
+    def written_out(T_: int, w: int):
+        W = sp.ImmutableMatrix(w, w, lambda r, c: sp.Symbol(f"W_{r}{c}", real=True))
+        inputs = [sp.Matrix(1, w, lambda r, c, s=s: sp.Symbol(f"c{s}_{c}", real=True)) for s in range(T_ + 1)]
+        ys = sp.Matrix(1, w, lambda r, c: sp.Dummy(f"y{c}"))
+
+        def step(previous, s):
+            return (previous * W + inputs[s]).applyfunc(tanh)
+
+        hs = {0: sp.Matrix(1, w, lambda r, c: sp.Symbol(f"h0_{c}", real=True))}
+        for s in range(1, T_ + 1):
+            hs[s] = step(hs[s - 1], s)
+        loss = sp.Function("ell")(*ys)
+        at_top = dict(zip(ys, hs[T_]))
+        # d h_s / d h_{s-1}: the step's derivative at its own input
+        jacobians = {s: step(ys, s).jacobian(list(ys)).subs(dict(zip(ys, hs[s - 1]))) for s in range(1, T_ + 1)}
+        grads = {dh_0.name: sp.ImmutableMatrix(1, w, lambda r, c: sp.diff(loss.xreplace(at_top), hs[0][c])),
+                 dh_T.name: sp.ImmutableMatrix(1, w, lambda r, c: sp.diff(loss, ys[c]).subs(at_top))}
+        return W, hs, jacobians, grads
+
+    def expand(expr, point, where=()):
+        W, hs, jacobians, grads = written_out(int(point[steps]), int(point[width]))
+        _, d_definition = _definition(where, "D")
+        expr = expr.xreplace(point)
+        expr = expr.replace(lambda e: isinstance(e, sp.MatrixSymbol) and e.name == W_hh.name, lambda e: W)
+        expr = expr.replace(lambda e: isinstance(e, sp.MatrixSymbol) and e.name in grads, lambda e: grads[e.name])
+
+        def diagonal(s):
+            return _evaluate(d_definition.xreplace({t: s, **point}), {"h": hs.__getitem__}, None).as_explicit()
+
+        def jacobian(Y, X):
+            return jacobians[next(s for s in hs if hs[s] == Y)]
+
+        return _evaluate(expr, {"h": hs.__getitem__, "D": diagonal}, jacobian)
 
     return Op(name, grid=grid, expand=expand)

@@ -10,13 +10,12 @@ the stated first two moments.
 
 from __future__ import annotations
 
-import functools
-
 import sympy as sp
 from sympy.matrices.expressions.matexpr import MatrixElement
 
 from .notation import (Contraction, Diag, Distributed, Expect, Independent, Jacobian, Norm, Ordered, Step, Tanh, Var,
                        a, b, grad, i, m, matrix, n, name_tex, size)
+from .chain import layer_chain, tanh_recurrence
 from .registry import Claim, Derivation, Op, define
 
 odot, ones, sqrt = sp.HadamardProduct, sp.OneMatrix, sp.sqrt
@@ -37,82 +36,7 @@ def layer_jacobian_entry(index, r, c):
     return sp.Derivative(Step("f", index, 1, width)[0, r], h(index - 1)[0, c])
 
 
-@functools.lru_cache(maxsize=None)
-def _chain_values(w: int, top: int) -> dict:
-    """``h_l = f_l(h_{l-1})`` with undefined ``f_l`` at width ``w``, for ``l = 0 ... top``."""
-    values = {0: sp.Matrix(1, w, lambda r, c: sp.Symbol(f"h0_{c}", real=True))}
-    for layer in range(1, top + 1):
-        values[layer] = sp.Matrix(1, w, lambda r, c, layer=layer: sp.Function(f"f{layer}_{c}")(*values[layer - 1]))
-    return values
-
-
-def _definition(where, name):
-    """The claim's own definition of the step quantity ``name`` (``J_l``, ``D_t``): what the page prints."""
-    for pattern, definition in where:
-        parent = getattr(pattern, "parent", pattern)
-        if isinstance(parent, Step) and str(parent.args[0]) == name:
-            return pattern, definition
-    raise ValueError(f"no definition of {name} in {where}")
-
-
-def _chain_expand(expr, point, where=()):
-    """At a width and depth, everything written out; ``J_l`` from the claim's definition of it."""
-    w, top = int(point[width]), int(point[depth])
-    values = _chain_values(w, top)
-    steps = {"h": values.__getitem__, "f": values.__getitem__}
-    if any(str(e.args[0]) == "J" for e in expr.atoms(Step)):
-        (pattern, definition) = _definition(where, "J")
-        index, (r_, c_) = pattern.parent.args[1], (pattern.i, pattern.j)
-
-        def jacobian_of_layer(t):
-            return sp.Matrix(w, w, lambda r, c: _derivative(
-                definition.xreplace({index: t, r_: r, c_: c, **point}), values))
-
-        steps["J"] = jacobian_of_layer
-    return _evaluate(expr.xreplace(point), steps, lambda Y, X: Y.jacobian(list(X)))
-
-
-def _derivative(expr, values):
-    """``expr`` (derivatives of step components with respect to step components) written out."""
-    def component(e):
-        return values[int(e.parent.args[1])][0, int(e.j)]
-
-    def step_component(e):
-        return isinstance(e, MatrixElement) and isinstance(e.parent, Step)
-
-    expr = expr.replace(lambda e: isinstance(e, sp.Derivative),
-                        lambda e: sp.diff(component(e.expr), component(e.variables[0])))
-    return expr.replace(step_component, component)
-
-
-def _evaluate(expr, steps: dict, jacobian):
-    """``expr`` with every Step, Ordered product and Jacobian at numeric steps made explicit."""
-    if not expr.has(Step, Ordered, Jacobian):
-        return expr
-
-    def explicit(e):
-        if isinstance(e, Step):
-            return sp.ImmutableMatrix(steps[str(e.args[0])](int(e.args[1])))
-        if isinstance(e, Ordered):
-            body, index, top, bottom = e.args
-            product = sp.eye(body.shape[0])
-            for value in range(int(top), int(bottom) - 1, -1):
-                product = product * _evaluate(body.xreplace({index: value}), steps, jacobian)
-            return sp.ImmutableMatrix(product)
-        if isinstance(e, Jacobian):
-            return sp.ImmutableMatrix(jacobian(_evaluate(e.args[0], steps, jacobian), _evaluate(e.args[1], steps, jacobian)))
-        return None
-
-    top = explicit(expr)
-    if top is not None:
-        return top
-    if not getattr(expr, "args", None):
-        return expr
-    replaced = expr.func(*[_evaluate(arg, steps, jacobian) for arg in expr.args])
-    return replaced.doit() if isinstance(replaced, sp.MatrixExpr) else replaced
-
-
-chain = Op("chain of layers", grid={width: (1, 2, 3), depth: (1, 2, 3)}, expand=_chain_expand)
+chain = layer_chain("chain of layers", width, depth, grid={width: (1, 2, 3), depth: (1, 2, 3)})
 
 # ----------------------------------------------------------------------------- the tanh RNN step
 
@@ -135,46 +59,8 @@ D_t = Step("D", t, w_h, w_h)
 D_DEFINITION = Diag(ones(1, w_h) - odot(Step("h", t, 1, w_h), Step("h", t, 1, w_h)))  # D_t = diag(1 - h_t h_t)
 
 
-@functools.lru_cache(maxsize=None)
-def _bptt_steps(T_: int, w: int):
-    """``h_t = tanh(h_{t-1} W_hh + c_t)`` (``c_t`` for ``x_t W_xh + b``) and a loss of ``h_T``, written out."""
-    W = sp.ImmutableMatrix(w, w, lambda r, c: sp.Symbol(f"W_{r}{c}", real=True))
-    inputs = [sp.Matrix(1, w, lambda r, c, s=s: sp.Symbol(f"c{s}_{c}", real=True)) for s in range(T_ + 1)]
-    ys = sp.Matrix(1, w, lambda r, c: sp.Dummy(f"y{c}"))
-
-    def step(previous, s):
-        return (previous * W + inputs[s]).applyfunc(sp.tanh)
-
-    hs = {0: sp.Matrix(1, w, lambda r, c: sp.Symbol(f"h0_{c}", real=True))}
-    for s in range(1, T_ + 1):
-        hs[s] = step(hs[s - 1], s)
-    loss = sp.Function("ell")(*ys)
-    at_top = dict(zip(ys, hs[T_]))
-    # d h_t / d h_{t-1}: the step's derivative at its own input
-    jacobians = {s: step(ys, s).jacobian(list(ys)).subs(dict(zip(ys, hs[s - 1]))) for s in range(1, T_ + 1)}
-    grads = {"dh_0": sp.ImmutableMatrix(1, w, lambda r, c: sp.diff(loss.xreplace(at_top), hs[0][c])),
-             "dh_T": sp.ImmutableMatrix(1, w, lambda r, c: sp.diff(loss, ys[c]).subs(at_top))}
-    return W, hs, jacobians, grads
-
-
-def _bptt_expand(expr, point, where=()):
-    """The recurrence written out; ``D_t`` from the derivation's definition of it."""
-    W, hs, jacobians, grads = _bptt_steps(int(point[steps_T]), int(point[w_h]))
-    _, d_definition = _definition(where, "D")
-
-    def diagonal(s):
-        return _evaluate(d_definition.xreplace({t: s, **point}), {"h": hs.__getitem__}, None).as_explicit()
-    expr = expr.xreplace(point)
-    expr = expr.replace(lambda e: isinstance(e, sp.MatrixSymbol) and e.name == W_rec.name, lambda e: W)
-    expr = expr.replace(lambda e: isinstance(e, sp.MatrixSymbol) and e.name in grads, lambda e: grads[e.name])
-
-    def jacobian(Y, X):
-        return jacobians[next(s for s in hs if hs[s] == Y)]
-
-    return _evaluate(expr, {"h": hs.__getitem__, "D": diagonal}, jacobian)
-
-
-bptt = Op("backpropagation through time", grid={steps_T: (1, 2, 3), w_h: (1, 2)}, expand=_bptt_expand)
+bptt = tanh_recurrence("backpropagation through time", steps_T, w_h, t, W_rec, dh_0, dh_T,
+                       grid={steps_T: (1, 2, 3), w_h: (1, 2)})
 
 # ----------------------------------------------------------------------------- clipping
 
@@ -238,11 +124,18 @@ WEIGHTS = {"w": {1: 0, 2: sigma_W**2}, "x_in": {1: sp.Symbol("m_1", real=True), 
 linear_unit = moment_op("linear unit with independent weights", WEIGHTS, grid={n_in: (1, 2, 3, 4, 5)})
 z, sigma = sp.Symbol("z", real=True), sp.Symbol("sigma", positive=True)
 gaussian = Distributed(z, 0, sigma**2)
-relu_gaussian = Op("ReLU of a centred Gaussian", variables=(sigma,), functions=(
-    # max(z, 0) as the piecewise function it is: SymPy integrates that twice as fast
-    (Expect, lambda e: sp.integrate(e.replace(sp.Max, lambda *x: sp.Max(*x).rewrite(sp.Piecewise)) * gaussian.density(),
-                                    (z, -sp.oo, sp.oo))),
-))
+z_neg, z_pos = sp.Symbol("z_neg", negative=True), sp.Symbol("z_pos", positive=True)
+
+
+def gaussian_expectation(e):
+    """``E[e]`` for ``z`` normal: the integral against the density, over each half of the line
+    (on each half the sign of ``z`` is known, so max(z, 0) and H(z) are plain functions)."""
+    integrand = e * gaussian.density()
+    return (sp.integrate(integrand.subs(z, z_neg), (z_neg, -sp.oo, 0))
+            + sp.integrate(integrand.subs(z, z_pos), (z_pos, 0, sp.oo)))
+
+
+relu_gaussian = Op("ReLU of a centred Gaussian", variables=(sigma,), functions=((Expect, gaussian_expectation),))
 
 # ----------------------------------------------------------------------------- the claims
 
@@ -261,12 +154,12 @@ CLAIMS = [
           sp.Tuple(0, c_max * Norm(gv) ** 2 / (Norm(gv) + guard), (c_max * Norm(gv) / (Norm(gv) + guard)) ** 2),
           where=(define(gt[0, a], c_max * gv[0, a] / (Norm(gv) + guard)),),
           no_impl="clip_grad_norm applies this map only above the threshold; tests/test_optim.py checks it"),
-    Claim("attention.score-variance", "Dot product of independent zero-mean, unit-variance vectors: mean 0, variance d_k",
+    Claim("attention.score-variance", "Dot product of independent zero-mean, unit-variance vectors: mean 0, variance the key width",
           scores, sp.Tuple(Expect(Contraction(q[0, a] * k[0, a], (a, 0, d_k - 1))),
                            Var(Contraction(q[0, a] * k[0, a], (a, 0, d_k - 1)))), sp.Tuple(0, d_k),
           given=(Independent(q[0, a], k[0, a]), *hypotheses(UNIT, {"q": q, "k": k})),
           no_impl="a statement about distributions; tests/test_flow.py samples it"),
-    Claim("init.linear-variance", "A linear unit with zero-mean weights: the second moment is n_in sigma_W^2 E[x^2]",
+    Claim("init.linear-variance", "A linear unit with zero-mean weights: its second moment is fan-in times weight variance times that of an input",
           linear_unit, sp.Tuple(Expect(Contraction(xs[0, a] * ws[0, a], (a, 0, n_in - 1))),
                                 Expect(Contraction(xs[0, a] * ws[0, a], (a, 0, n_in - 1)) ** 2)),
           sp.Tuple(0, n_in * sigma_W**2 * m_2),

@@ -208,22 +208,37 @@ def _index_ranges(expr) -> dict:
 
 
 def is_zero(expr, ranges: dict | None = None) -> bool:
-    """True when ``expr`` reduces to exactly 0 (cheap canonical forms first, then ``simplify``)."""
+    """True when ``expr`` reduces to exactly 0.
+
+    Symbolic sums first go to :func:`canonical`. Then one rewrite by content: square roots
+    of symbols are reduced (:func:`_reduce_square_roots`), exponentials become powers of
+    fresh symbols (:func:`_cancel_with_exp_atoms`), anything else is cancelled as a
+    rational function; ``simplify`` is the last resort for explicit expressions.
+    """
     expr = sp.sympify(expr)
-    if expr == 0 or sp.expand(expr) == 0:
+    if expr == 0:
         return True
-    if expr.has(sp.Sum, sp.KroneckerDelta):
+    symbolic_sums = expr.has(sp.Sum)
+    if symbolic_sums or expr.has(sp.KroneckerDelta):
         # Components as plain Indexed objects: a MatrixElement re-checks its indices against
         # the shape every time it is rebuilt, which dominates the cost of renaming.
         expr = expr.replace(lambda e: isinstance(e, MatrixElement),
                             lambda e: sp.Indexed(sp.IndexedBase(e.parent.name), e.i, e.j))
         expr = canonical(expr, ranges or {}, {})
-        if expr == 0 or sp.cancel(sp.together(expr)) == 0:
+        if expr == 0:
             return True
-    rewrites = [_cancel_with_exp_atoms, _reduce_square_roots]
-    if not expr.has(sp.Sum):
-        rewrites.append(sp.simplify)
-    return any(rewrite(expr) == 0 for rewrite in rewrites)
+    elif sp.expand(expr) == 0:
+        return True
+    if any(p.exp.is_Rational and p.exp.q == 2 and p.base.free_symbols for p in expr.atoms(sp.Pow)):
+        rewrite = _reduce_square_roots
+    elif expr.has(sp.exp):
+        rewrite = _cancel_with_exp_atoms
+    else:
+        rewrite = lambda e: sp.cancel(sp.together(e))  # noqa: E731
+    if rewrite(expr) == 0:
+        return True
+    # simplify rarely helps once the exponentials are decided, and costs seconds on a wrong claim
+    return not symbolic_sums and not expr.has(sp.Sum, sp.exp) and sp.simplify(expr) == 0
 
 
 def _reduce_square_roots(expr):

@@ -28,7 +28,8 @@ import sympy as sp
 from sympy.matrices.expressions.matexpr import MatrixElement
 
 from . import notation
-from .notation import SIZE_WORDS, equation, latex
+from .notation import SIZE_WORDS
+from .printer import equation, latex
 
 Grid = Mapping[sp.Symbol, tuple[int, ...]]
 
