@@ -241,7 +241,7 @@ CLAIMS = [
           where=(define(dy[0, j], Contraction(dz[0, i] * D(z[0, i], y[0, j]), (i, 0, n_z - 1))),),
           no_impl="the engine's backward (derivations.autodiff.backward); tests/test_autodiff_engine.py checks it"),
     Claim("autodiff.jvp-vjp-transpose",
-          "Reverse mode is the linearised function transposed: the cotangent paired with J x' equals dL/dx paired with x'",
+          "Reverse mode is the linearised function transposed",
           linearisation, Contraction(dy[0, i] * ydot[0, i], (i, 0, n_y - 1)),
           Contraction(dx[0, n] * xdot[0, n], (n, 0, n_x - 1)), where=JVP,
           no_impl="the engine's jvp and vjp (derivations.autodiff); tests/test_autodiff_engine.py checks them"),
