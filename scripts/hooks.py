@@ -235,9 +235,10 @@ def on_files(files, config):
             text = claimsmd.notebook_markdown(text)
         title = next((line[2:].strip() for line in text.splitlines() if line.startswith("# ")), file.name)
         for citation in claimsmd.find_citations(text):
-            pages = cited_by.setdefault(citation.claim_id, [])
-            if (title, file.src_uri) not in pages:
-                pages.append((title, file.src_uri))
+            for item_id in [citation.claim_id, *claimsmd.cited_claims(citation)]:  # a derivation cites its claim
+                pages = cited_by.setdefault(item_id, [])
+                if (title, file.src_uri) not in pages:
+                    pages.append((title, file.src_uri))
     _state["cited_by"] = cited_by
 
     for site_path, source in mathrender.katex_assets():
@@ -271,6 +272,12 @@ def on_files(files, config):
     return files
 
 
+def _renderer():
+    if "renderer" not in _state:
+        _state["renderer"] = mathrender.shared_renderer()
+    return _state["renderer"]
+
+
 def on_page_markdown(markdown, page, config, files):
     src = page.file.src_uri
     runs = _page_runs(src)
@@ -287,11 +294,13 @@ def on_page_markdown(markdown, page, config, files):
     _state["outputs"].begin_page(src)
     if src in _state.get("notebook_links", {}):
         markdown = _with_download_link(markdown, _state["notebook_links"][src])
-    markdown, errors = claimsmd.expand(markdown, src)
+    markdown, errors = claimsmd.expand(markdown, src, _renderer())
     for error in errors:
         log.error("docs/%s: %s", src, error)
     if page.file.src_uri == claimsmd.CLAIMS_PAGE:
-        table = claimsmd.claims_page(_state["cited_by"], _verification_results())
+        table, errors = claimsmd.claims_page(_state["cited_by"], _verification_results(), _renderer())
+        for error in errors:
+            log.error("docs/%s: %s", page.file.src_uri, error)
         if "[[claims-table]]" not in markdown:
             log.error("docs/%s: the [[claims-table]] placeholder is missing", page.file.src_uri)
         markdown = markdown.replace("[[claims-table]]", table)
@@ -310,8 +319,7 @@ def _with_download_link(markdown: str, href: str) -> str:
 
 
 def on_post_page(output, page, config):
-    if "renderer" not in _state:
-        _state["renderer"] = mathrender.shared_renderer()
+    _renderer()
     if page.file.src_uri.endswith(".ipynb"):
         try:
             output = notebookpage.strip_remote_loaders(output)
@@ -319,7 +327,7 @@ def on_post_page(output, page, config):
             log.error("docs/%s: %s", page.file.src_uri, error)
         output = notebookpage.share_styles(output, config.site_dir, page.url)
         output = notebookpage.with_download_link(output, Path(page.file.src_uri).name)
-        output, errors = claimsmd.expand_html(output, page.url)
+        output, errors = claimsmd.expand_html(output, page.url, renderer=_state["renderer"])
         for error in errors:
             log.error("docs/%s: %s", page.file.src_uri, error)
     source = Path(page.file.abs_src_path).read_text(encoding="utf-8") if page.file.abs_src_path else None

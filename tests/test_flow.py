@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -25,9 +24,6 @@ from derivations.reference import clip_grad_norm
 from derivations.reference.gradcheck import numerical_gradient
 from derivations.reference.tanh import tanh, tanh_backward
 from derivations.reference.monitor import format_report, gradient_report
-from derivations.symbolic import flow as flow_claims
-from derivations.symbolic import get_claim
-from derivations.symbolic.verify import verify_claim
 
 # ----------------------------------------------------------------------------- the tanh reference pair
 
@@ -616,60 +612,3 @@ def test_bands_span_the_seeds_at_every_point():
     for x in range(3):
         ys = band[np.isclose(band[:, 0], x), 1]
         assert ys.min() == per_seed[:, x].min() and ys.max() == per_seed[:, x].max()
-
-
-# ----------------------------------------------------------------------------- the claims
-
-
-def _wrong(claim_id, **changes):
-    claim = get_claim(claim_id)
-    return verify_claim(replace(claim, check=replace(claim.check, **changes)))
-
-
-def test_score_variance_claim_rejects_d_k_squared():
-    assert verify_claim(get_claim("attention.score-variance")).ok
-    assert not _wrong("attention.score-variance", claimed=lambda d_k: sp.Matrix([0, d_k**2])).ok
-    assert not _wrong("attention.score-variance", claimed=lambda d_k: sp.Matrix([0, sp.sqrt(d_k)])).ok
-
-
-def test_expectation_operator_uses_only_the_stated_moments():
-    q0, k0 = sp.symbols("q0 k0", real=True)
-    E = lambda e: flow_claims.expectation(e, flow_claims._unit_moments)  # noqa: E731
-    assert E(q0**2) == 1 and E(q0 * k0) == 0 and E(q0**2 * k0**2) == 1 and E(3 + q0) == 3
-    assert E(q0**4) == sp.Symbol("mu_4_q0")  # not assumed Gaussian: the fourth moment stays free
-
-
-def test_linear_variance_claim_rejects_a_missing_fan_in():
-    n_in_free = lambda n_in: sp.Matrix([0, flow_claims.sigma_W**2 * flow_claims.m_2])  # noqa: E731
-    assert not _wrong("init.linear-variance", claimed=n_in_free).ok
-
-
-def test_relu_claim_rejects_the_full_variance():
-    sigma = flow_claims.sigma
-    assert not _wrong("init.relu-halves", claimed=lambda: sp.Matrix([sigma**2, sp.Rational(1, 2)])).ok
-
-
-def test_rnn_step_claim_rejects_a_missing_tanh_derivative():
-    def no_slope(G, x, h, W_xh, W_hh, b):
-        return {"h": G * W_hh.T}
-
-    assert not _wrong("rnn.step.vjp", claimed=no_slope, grid={"n": (1,), "d_in": (1,), "d_h": (2,)}).ok
-
-
-def test_chain_rule_claim_rejects_the_reversed_product():
-    def reversed_product(n, depth):
-        actual, _ = flow_claims.chain_jacobians(n, depth)
-        ys = sp.symbols(f"y0:{n}", real=True)
-        xs = sp.symbols(f"x0:{n}", real=True)
-        hs = [list(xs)]
-        layers = [[sp.Function(f"f{l}_{r}") for r in range(n)] for l in range(depth)]
-        for layer in layers:
-            hs.append([f(*hs[-1]) for f in layer])
-        product = sp.eye(n)
-        for l, layer in enumerate(layers):
-            J = sp.Matrix(n, n, lambda r, c: sp.diff(layer[r](*ys), ys[c]).subs(dict(zip(ys, hs[l]))))
-            product = product * J  # J_1 J_2 ... instead of ... J_2 J_1
-        return product
-
-    assert not _wrong("chain-rule.jacobian-product", claimed=reversed_product,
-                      grid={"n": (2,), "depth": (2,)}).ok
