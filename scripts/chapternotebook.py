@@ -60,7 +60,9 @@ def _claim_markdown(markdown: str) -> str:
         claim = get_claim(match["id"])
         return f"$$\n{claim.latex}\n$$\n\n*Proven by SymPy ({claim.sizes}): claim `{claim.id}`.*"
 
-    return CLAIM_LINE.sub(replace, markdown)
+    from exercisesmd import notebook_note
+
+    return notebook_note(CLAIM_LINE.sub(replace, markdown))
 
 
 def has_shown_code(markdown: str) -> bool:
