@@ -7,7 +7,7 @@ Markdown form, so ``f"| {number(x)} |"`` makes a table cell.
 
 >>> str(number(0.012345))
 '0.0123'
->>> number(1.5e-7).tex
+>>> number(1.5e-7, 2).tex
 '1.5 \\\\times 10^{-7}'
 >>> str(integer(102036)), integer(102036).tex
 ('102,036', '102{,}036')

@@ -42,8 +42,10 @@ def write_config(tmp_path: Path, docs: Path, **overrides) -> Path:
     paths are relative to the real repository.
     """
     import yaml
+    from mkdocs.utils.yaml import yaml_load
 
-    config = yaml.load((ROOT / "mkdocs.yml").read_text(), Loader=yaml.Loader)  # noqa: S506 - our own file
+    with open(ROOT / "mkdocs.yml", encoding="utf-8") as source:  # MkDocs' loader: it resolves !ENV
+        config = yaml_load(source)
     config.update(docs_dir=str(docs), hooks=[str(ROOT / "scripts" / "hooks.py")], extra_css=[], watch=[])
     for key, value in overrides.items():
         if value is None:

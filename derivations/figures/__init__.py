@@ -34,3 +34,4 @@ def render(name: str) -> str:
 from . import attention  # noqa: E402,F401  (registers the attention chapter's figures)
 from . import transformer  # noqa: E402,F401  (registers the whole-transformer chapter's figures)
 from . import flow  # noqa: E402,F401  (registers the gradient-flow chapter's figures)
+from . import autodiff  # noqa: E402,F401  (registers the autodiff-engines chapter's figures)
