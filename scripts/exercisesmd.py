@@ -259,7 +259,7 @@ def _shape_words(shape: tuple) -> str:
         return "one number"
     if len(shape) == 1:
         return f"{shape[0]} numbers, separated by commas"
-    return f"a {shape[0]} × {shape[1]} matrix: {shape[0] * shape[1]} numbers, row by row, separated by commas"
+    return f"a {shape[0]} × {shape[1]} matrix: {shape[0] * shape[1]} numbers, row by row"
 
 
 def _controls(exercise, outcome) -> str:
@@ -275,7 +275,7 @@ def _controls(exercise, outcome) -> str:
             flat = json.dumps([float(x) for x in np.asarray(value, dtype=float).reshape(-1)])
             shape = json.dumps(list(np.shape(value)))
             words = _shape_words(np.shape(value))
-            title = (_inline_html(label) + ": " if label else "Your answer: ") + html.escape(words)
+            title = (_inline_html(label) if label else "Your answer") + f" ({html.escape(words)})"
             rows.append(f'<div class="exercise-part" data-answer="{html.escape(flat)}" data-shape="{shape}">'
                         f'<label for="{field_id}">{title}</label>'
                         f'<span class="exercise-row"><input id="{field_id}" type="text" autocomplete="off" '
@@ -283,15 +283,33 @@ def _controls(exercise, outcome) -> str:
                         f'<button type="button" class="md-button exercise-button">Check</button></span>'
                         f'<span class="exercise-feedback" role="status" aria-live="polite"></span></div>')
         rows.append("</div>")
-        return "\n".join(rows) + "\n\n" + (
-            f"Checked entry by entry: an entry \\(x\\) counts as correct when \\({_tolerance_tex(exercise.rtol, exercise.atol)}\\), "
-            "with \\(a\\) the computed answer. Use a point for decimals; `1e-3` is fine.{ .exercise-tolerance }")
+        rule = _inline_html(r"\(" + _tolerance_tex(exercise.rtol, exercise.atol) + r"\)")
+        x, a = _inline_html(r"\(x\)"), _inline_html(r"\(a\)")
+        rows.append(f'<p class="exercise-tolerance">Checked entry by entry: an entry {x} counts as correct when '
+                    f'{rule}, with {a} the computed answer. Use a point for decimals; <code>1e-3</code> and '
+                    '<code>1/3</code> are fine.</p>')
+        return "\n".join(rows)
     if exercise.kind == "choice":
         options = "\n".join(f"{i + 1}. {option}" for i, option in enumerate(exercise.options))
         return (f'<div class="exercise-choice" data-exercise="{exercise.id}" data-kind="choice" '
                 f'data-answer="{outcome.answer}" markdown>\n\n{options}\n\n'
                 f'<span class="exercise-feedback" role="status" aria-live="polite"></span>\n\n</div>')
     return ""
+
+
+def _answer_entry(x: float) -> tuple[str, bool]:
+    """An answer's entry as TeX with at most 4 significant digits, and whether that rounded it."""
+    import numpy as np
+
+    from derivations.typeset import integer, sci
+
+    x = float(x)
+    if x.is_integer() and abs(x) < 1e15:
+        return integer(int(x)).tex, False
+    if not 1e-4 <= abs(x) < 1e6:
+        return sci(x, 4).tex, float(f"{x:.3e}") != x
+    text = np.format_float_positional(x, precision=4, unique=False, fractional=False, trim="-")
+    return text, float(text) != x
 
 
 def _answer_markdown(exercise, outcome) -> str:
@@ -302,15 +320,16 @@ def _answer_markdown(exercise, outcome) -> str:
     if exercise.kind != "numeric":
         return ""
     answer = outcome.answer
-    parts = answer.items() if isinstance(answer, dict) else [("", answer)]
-    shown = []
+    parts = list(answer.items()) if isinstance(answer, dict) else [("", answer)]
+    shown, rounded = [], False
     for label, value in parts:
-        integral = bool(np.all(value == np.round(value))) and np.all(np.abs(value) < 1e15)
-        tex, _ = typeset_value(value.astype(np.int64) if integral else value, "" if integral else "sig4", exact=False)
+        entries = [[_answer_entry(x) for x in row] for row in np.atleast_2d(value)]
+        rounded |= any(r for row in entries for _, r in row)
+        body = r" \\ ".join(" & ".join(tex for tex, _ in row) for row in entries)
+        tex = entries[0][0][0] if value.ndim == 0 else r"\begin{bmatrix} " + body + r" \end{bmatrix}"
         shown.append((label + ": " if label else "") + f"\\({tex}\\)")
-    return "**Answer:** " + ("; ".join(shown) if len(shown) > 1 else shown[0]) + (
-        " (rounded to 4 significant digits; the check compares with every digit)." if not all(
-            np.all(v == np.round(v)) for _, v in parts) else ".")
+    note = " (rounded to 4 significant digits; the check uses every digit)" if rounded else ""
+    return "**Answer:** " + "; ".join(shown) + note + "."
 
 
 def render(exercise, outcome) -> tuple[str, list[str]]:

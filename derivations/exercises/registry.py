@@ -169,7 +169,8 @@ class Exercise:
         while at < len(lines) and (lines[at].startswith(("import ", "from ")) or not lines[at].strip()):
             at += 1
         imports = [line for line in lines[:at] if line.strip()]
-        if any(isinstance(v, np.ndarray) for v in givens.values()) and "import numpy as np" not in imports:
+        uses_numpy = any(isinstance(v, np.ndarray) for v in givens.values()) or "np." in self.solution
+        if uses_numpy and "import numpy as np" not in imports:
             imports.insert(0, "import numpy as np")
         header = ["# The givens"] + [f"{name} = {literal(value)}" for name, value in givens.items()]
         parts = ["\n".join(imports), "\n".join(header), "\n".join(lines[at:])]

@@ -1,6 +1,6 @@
-"""A tiny causal (decoder-only) character language model, built only on the reference operations.
+"""Hands-on: a tiny causal (decoder-only) character language model (reference solution).
 
-The reference solution of the hands-on exercise "a tiny causal language model". The chapter's
+Built only on the reference operations and their backward passes. The chapter's
 model (:mod:`derivations.reference.model`) reads one prediction from the last position; a
 language model predicts the next character at *every* position in one pass, and the causal mask
 is what makes that honest: position ``t`` may attend to positions ``0..t`` only, so its
@@ -19,14 +19,12 @@ mask and the head read at every position differ. :func:`loss_and_grads` is the f
 pair, built from the reference backward passes (nothing here differentiates by hand).
 """
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import numpy as np
 
-from ..reference._checks import require
-from ..reference.layers import (
+import derivations.exercises
+from derivations.reference.layers import (
     cross_entropy,
     cross_entropy_backward,
     embedding,
@@ -39,14 +37,17 @@ from ..reference.layers import (
     relu,
     relu_backward,
 )
-from ..reference.model import TransformerConfig, init_params
-from ..reference.multi_head import multi_head_attention, multi_head_attention_backward
-from ..reference.optim import adam_init, adam_step
+from derivations.reference.model import TransformerConfig, init_params
+from derivations.reference.multi_head import multi_head_attention, multi_head_attention_backward
+from derivations.reference.optim import adam_init, adam_step
 
-__all__ = ["CORPUS", "Vocabulary", "causal_mask", "language_config", "logits", "loss_and_grads", "train",
-           "greedy", "windows"]
+# A short original text that ships with the site (about 4 KB).
+CORPUS = Path(derivations.exercises.__file__).resolve().parent / "data" / "mill.txt"
 
-CORPUS = Path(__file__).resolve().parent / "data" / "mill.txt"
+
+def require(condition, message):
+    if not condition:
+        raise ValueError(message)
 
 
 class Vocabulary:
@@ -175,30 +176,80 @@ def windows(ids: np.ndarray, length: int) -> np.ndarray:
     return np.lib.stride_tricks.sliding_window_view(ids, length).copy()
 
 
-def train(text: str, steps: int = 300, batch: int = 16, lr: float = 1e-2, seed: int = 0, **sizes):
-    """Train on ``text`` with Adam; return ``(params, config, vocabulary, losses)``.
-
-    Each step draws ``batch`` windows of ``seq_len + 1`` characters (seeded) and takes one Adam
-    step on :func:`loss_and_grads`.
-    """
-    vocabulary = Vocabulary(text)
-    config = language_config(vocabulary.size, **sizes)
-    data = windows(vocabulary.encode(text), config.seq_len + 1)
-    params = init_params(config, seed)
-    state = adam_init(params)
-    rng = np.random.default_rng(seed)
-    losses = []
+def train(params, config, data, steps=300, batch=16, lr=1e-2, seed=0):
+    """Adam on batches of ``batch`` windows drawn (seeded) from ``data``; the parameters and the losses."""
+    state, rng, losses = adam_init(params), np.random.default_rng(seed), []
     for _ in range(steps):
         loss, grads = loss_and_grads(params, data[rng.integers(0, len(data), size=batch)], config)
         params, state = adam_step(params, grads, state, lr=lr)
         losses.append(loss)
-    return params, config, vocabulary, np.array(losses)
+    return params, np.array(losses)
 
 
-def greedy(params, config: TransformerConfig, vocabulary: Vocabulary, prompt: str, n: int) -> str:
-    """``prompt`` followed by ``n`` characters, each the most likely next one (the last ``seq_len`` as context)."""
+def greedy(params, config, vocabulary, prompt, n):
+    """``prompt`` and ``n`` more characters, each the most likely next one (the last ``seq_len`` as context)."""
     ids = list(vocabulary.encode(prompt))
     for _ in range(n):
         context = np.array(ids[-config.seq_len:])[None]
         ids.append(int(np.argmax(logits(params, context, config)[0, -1])))
     return vocabulary.decode(ids)
+
+
+def check(logits_fn, loss_and_grads_fn):
+    """Two checks on a tiny model: the future cannot change the past, and the gradients match central
+    differences. Returns the largest relative gradient error (``inf`` if the model is not causal)."""
+    config = language_config(vocab_size=5, seq_len=6, d_model=4, n_heads=2, d_ff=8)
+    rng = np.random.default_rng(1)
+    params = {name: p + 0.1 * rng.normal(size=p.shape) for name, p in init_params(config, 0).items()}
+    tokens = rng.integers(0, 5, size=(2, 7))
+    changed = tokens.copy()
+    changed[:, 4] = (changed[:, 4] + 1) % 5                  # change the token at position 4
+    before, after = logits_fn(params, tokens[:, :-1], config), logits_fn(params, changed[:, :-1], config)
+    if not np.array_equal(before[:, :4], after[:, :4]):
+        print("not causal: changing position 4 changed the logits of earlier positions")
+        return np.inf
+    _, grads = loss_and_grads_fn(params, tokens, config)
+    worst, h = 0.0, 1e-6
+    for name in ("embed", "block0.attn.W_q", "block0.ffn.W1", "ln_final.gamma", "W_out"):
+        for index in list(np.ndindex(params[name].shape))[:6]:
+            moved = {k: v.copy() for k, v in params.items()}
+            moved[name][index] += h
+            plus = loss_and_grads_fn(moved, tokens, config)[0]
+            moved[name][index] -= 2 * h
+            minus = loss_and_grads_fn(moved, tokens, config)[0]
+            numeric = (plus - minus) / (2 * h)
+            worst = max(worst, abs(numeric - grads[name][index]) / max(abs(numeric), abs(grads[name][index]), 1e-8))
+    print(f"causal: yes; largest relative gradient error against central differences: {worst:.1e}")
+    return worst
+
+
+def main():
+    """Check the model, train it on 90 % of the text, measure the other 10 % and sample from it."""
+    text = CORPUS.read_text(encoding="utf-8")
+    vocabulary = Vocabulary(text)
+    config = language_config(vocabulary.size)
+    gradient_error = check(logits, loss_and_grads)
+    split = int(0.9 * len(text))
+    training = windows(vocabulary.encode(text[:split]), config.seq_len + 1)
+    held_out = windows(vocabulary.encode(text[split:]), config.seq_len + 1)[:: config.seq_len]
+
+    def held_out_loss(params):
+        return loss_and_grads(params, held_out, config)[0]
+
+    params = init_params(config, seed=0)
+    before = held_out_loss(params)
+    params, losses = train(params, config, training)
+    after = held_out_loss(params)
+    print(f"{vocabulary.size} characters, {len(text):,} of text; {len(losses)} Adam steps of 16 windows")
+    print(f"training loss: first 10 steps {losses[:10].mean():.3f}, last 10 steps {losses[-10:].mean():.3f}")
+    print(f"held-out loss: {before:.3f} before training, {after:.3f} after (uniform guessing: "
+          f"{np.log(vocabulary.size):.3f})")
+    for prompt in ("The miller ", "The river "):
+        print("greedy:", repr(greedy(params, config, vocabulary, prompt, 60)))
+    return {"gradient_error": gradient_error, "before": before, "after": after,
+            "uniform": np.log(vocabulary.size), "vocabulary": vocabulary.size,
+            "loss_fell": after < 0.7 * before and gradient_error < 1e-6}
+
+
+if __name__ == "__main__":
+    measured = main()
