@@ -38,6 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import buildcache  # noqa: E402
+import claimsmd  # noqa: E402
 import pageprose  # noqa: E402
 
 MARKER = re.compile(r"^(?P<indent>[ \t]*)\[\[exercise:\s*(?P<id>[^\]\s]+)\s*\]\]\s*$", re.MULTILINE)
@@ -215,7 +216,8 @@ def fill(template: str, values: dict, exact_names=frozenset()) -> tuple[str, lis
                     _plain(value, match["spec"] or "", name in exact_names)
                 return plain if plain is not None else f"\\({tex}\\)"
             except (LookupError, ValueError, KeyError, IndexError, TypeError) as error:
-                errors.append((number, f"{match.group(0)}: {error.args[0] if error.args else error!r}"))
+                message = error.args[0] if error.args else repr(error)
+                errors.append((number, f"{match.group(0)}: {message}"))
                 return match.group(0)
 
         out.append(pageprose.PLACEHOLDER.sub(replace, text))
@@ -297,8 +299,9 @@ def _controls(exercise, outcome) -> str:
     return ""
 
 
-def _answer_entry(x: float) -> tuple[str, bool]:
-    """An answer's entry as TeX with at most 4 significant digits, and whether that rounded it."""
+def _answer_entry(x: float, rtol: float, atol: float) -> tuple[str, bool]:
+    """An answer's entry as TeX, and whether it was rounded: 4 significant digits, or as many more as
+    it takes for the shown value to pass the check with room to spare (so a reader may copy it)."""
     import numpy as np
 
     from derivations.typeset import integer, sci
@@ -306,10 +309,15 @@ def _answer_entry(x: float) -> tuple[str, bool]:
     x = float(x)
     if x.is_integer() and abs(x) < 1e15:
         return integer(int(x)).tex, False
-    if not 1e-4 <= abs(x) < 1e6:
-        return sci(x, 4).tex, float(f"{x:.3e}") != x
-    text = np.format_float_positional(x, precision=4, unique=False, fractional=False, trim="-")
-    return text, float(text) != x
+    for digits in range(4, 18):
+        if not 1e-4 <= abs(x) < 1e6:
+            tex, value = sci(x, digits).tex, float(f"{x:.{digits - 1}e}")
+        else:
+            tex = np.format_float_positional(x, precision=digits, unique=False, fractional=False, trim="-")
+            value = float(tex)
+        if abs(value - x) <= (atol + rtol * abs(x)) / 2:
+            break
+    return tex, value != x
 
 
 def _answer_markdown(exercise, outcome) -> str:
@@ -323,16 +331,25 @@ def _answer_markdown(exercise, outcome) -> str:
     parts = list(answer.items()) if isinstance(answer, dict) else [("", answer)]
     shown, rounded = [], False
     for label, value in parts:
-        entries = [[_answer_entry(x) for x in row] for row in np.atleast_2d(value)]
+        entries = [[_answer_entry(x, exercise.rtol, exercise.atol) for x in row] for row in np.atleast_2d(value)]
         rounded |= any(r for row in entries for _, r in row)
         body = r" \\ ".join(" & ".join(tex for tex, _ in row) for row in entries)
         tex = entries[0][0][0] if value.ndim == 0 else r"\begin{bmatrix} " + body + r" \end{bmatrix}"
         shown.append((label + ": " if label else "") + f"\\({tex}\\)")
-    note = " (rounded to 4 significant digits; the check uses every digit)" if rounded else ""
+    note = " (rounded; the check compares with every digit)" if rounded else ""
     return "**Answer:** " + "; ".join(shown) + note + "."
 
 
-def render(exercise, outcome) -> tuple[str, list[str]]:
+def _claim_markdown(claim_id: str, page_src: str) -> str:
+    """A claim as plain Markdown (display math and a badge line), for inside the collapsed answer:
+    an HTML block there (the claims' ``<div markdown>``) would end the collapsed block early."""
+    claim = claimsmd.get_claim(claim_id)
+    link = f"{claimsmd.relative_link(page_src)}#{claimsmd.anchor(claim_id)}"
+    return (f"\\[\n{claim.latex}\n\\]\n\n"
+            f'<span class="claim-badge">[SymPy-proven: {claim.sizes}]({link} "{claim.title}") · `{claim_id}`</span>')
+
+
+def render(exercise, outcome, page_src: str = "exercises.md") -> tuple[str, list[str]]:
     """The Markdown of one exercise and the problems found while rendering it."""
     from derivations.exercises.run import problems
 
@@ -361,7 +378,11 @@ def render(exercise, outcome) -> tuple[str, list[str]]:
     inside = []
     if exercise.kind == "symbolic":
         inside.append("The derivative, as SymPy proved it for this site:")
-        inside += [f"[[claim: {claim}]]" for claim in exercise.claims]
+        for claim in exercise.claims:
+            try:
+                inside.append(_claim_markdown(claim, page_src))
+            except KeyError as error:
+                errors.append(f"exercise {exercise.id}: {error.args[0]}")
     answer = _answer_markdown(exercise, outcome)
     if answer:
         inside.append(answer)
@@ -406,7 +427,7 @@ def expand(markdown: str, page_src: str) -> tuple[str, list[str]]:
         if outcome is None:
             errors.append(f"line {line}: exercise {exercise_id} was not run (a stale cache?)")
             return match.group(0)
-        text, problems = render(exercises[exercise_id], outcome)
+        text, problems = render(exercises[exercise_id], outcome, page_src)
         errors.extend(f"line {line}: {problem}" for problem in problems)
         return "\n".join(indent + row if row else row for row in text.split("\n"))
 

@@ -131,9 +131,10 @@ def problems(exercise: Exercise, outcome: Outcome) -> list[str]:
             pairs = stored.items() if isinstance(stored, dict) else [("", stored)]
             for label, value in pairs:
                 theirs = mine[label] if label else mine
+                part = f" ({label})" if label else ""
                 if not np.all(np.isfinite(value)):
-                    found.append(f"{name}: the stored answer {label} is not finite: {value}")
+                    found.append(f"{name}: the stored answer{part} is not finite: {value}")
                 elif not is_close(theirs, value, **AGREEMENT):
-                    found.append(f"{name}: the stored answer {label} {np.round(value, 6).tolist()} disagrees with "
+                    found.append(f"{name}: the stored answer{part} {np.round(value, 6).tolist()} disagrees with "
                                  f"the worked solution's {np.round(theirs, 6).tolist()}")
     return found

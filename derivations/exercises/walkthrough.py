@@ -137,7 +137,7 @@ scales 1) before checking its hand-written backward pass. Suppose the backward p
 derivative at \(X W_1\) instead of at \(Z = X W_1 + b_1\). What would a check at the initial
 parameters report?
 """,
-        options=("No error at all: with \(b_1 = 0\) the wrong argument equals the right one, so only moved "
+        options=(r"No error at all: with \(b_1 = 0\) the wrong argument equals the right one, so only moved "
                  "parameters expose the mistake.",
                  "A large error, at the initial parameters as well as after moving them."),
         answer=_perturb_choice,
