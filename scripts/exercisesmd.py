@@ -257,7 +257,7 @@ def _tolerance_tex(rtol: float, atol: float) -> str:
 
 
 def _shape_words(shape: tuple) -> str:
-    if len(shape) == 0:
+    if len(shape) == 0 or (len(shape) == 1 and shape[0] == 1):
         return "one number"
     if len(shape) == 1:
         return f"{shape[0]} numbers, separated by commas"

@@ -252,7 +252,7 @@ are huge for another reason: \(\operatorname{softmax}([-100, 150, -80]/8)\) is s
         kind="numeric",
         title="Back through the weights and the softmax",
         prompt=r"""
-A query row of attention has weights, values and upstream gradient
+Two queries of an attention layer have the weights, values and upstream gradient
 
 \[
 A = {{ A }}, \qquad V = {{ V }}, \qquad \frac{\partial L}{\partial O} = {{ dO }}.

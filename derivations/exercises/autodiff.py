@@ -262,9 +262,9 @@ breaks the symmetry, by letting position \(i\) see only its past.
         title="From 4K to 32K tokens",
         prompt=r"""
 A context of {{ n_from }} tokens grows to {{ n_to }}, eight times longer. For one attention head with
-\(d_{\text{head}} = {{ d_head }}\), by what factor grow the memory the backward pass keeps (the
+\(d_{\text{head}} = {{ d_head }}\), by what factors do the memory the backward pass keeps (the
 saved \(Q\), \(K\), \(V\) and weights \(A\)) and the arithmetic of the two products \(Q K^{\top}\) and
-\(A V\)? Why not eight?
+\(A V\) grow? Why not eight?
 """,
         givens=lambda: {"n_from": 4096, "n_to": 32768, "d_head": 64},
         answer=lambda n_from, n_to, d_head: _growth(n_from, n_to, d_head),

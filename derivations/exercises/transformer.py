@@ -285,8 +285,8 @@ answer = column_gradient
         discussion=r"""
 \(\frac{\partial L}{\partial W_{\text{out}}} = h^{\top}\frac{\partial L}{\partial z}\) is an outer
 product with the shape of \(W_{\text{out}}\), \(d_{\text{model}} \times \text{vocab}\); column 5 is \(h\)
-scaled by that logit's gradient. The target's gradient is negative, so descending it adds a multiple
-of \(h\) to the target's column: the logit \(h \cdot W_{\text{out}}^{\,\cdot 5}\) grows.
+scaled by that logit's gradient. The gradient is negative, as only the target's is, so a descent step
+adds a multiple of \(h\) to column 5, and the logit \(h \cdot W_{\text{out}}^{\,\cdot 5}\) grows.
 """,
     ),
     Exercise(
@@ -413,7 +413,7 @@ Compute the comma's row of \(\frac{\partial L}{\partial E}\), the gradient of th
 (3 numbers).
 """,
         givens=lambda: {"expression": "Max(1,6,2)",
-                        "dout": np.random.default_rng(4).normal(size=(8, 3)).round(1)},
+                        "dout": np.random.default_rng(4).normal(size=(8, 3)).round(1) + 0.0},  # + 0.0: no -0
         hints=lambda expression, dout: {"tokens": np.array(tokenize(expression))},
         answer=lambda expression, dout: embedding_backward(
             dout, embedding(np.array(tokenize(expression)), np.zeros((20, dout.shape[1])))[1])[19],
@@ -604,9 +604,10 @@ What flows backward is the gradient of the one scalar loss with respect to each 
 an array of the same shape as that result.{{ check: same_shapes }} It is computed from the loss
 toward the inputs because each stage's gradient needs the gradient of the stage after it (the
 chain rule), while the forward pass needs the stage before it. From the logits it passes the output
-head, the whole second block, the second block's LayerNorms and residual sums of the first block,
-the FFN branch and its skip, the first LayerNorm, and reaches the attention output
-({{ stages_between }} recorded stages; the output below lists them with the size of the gradient at each); there the
+head and the whole second block; in the first block it goes back through LayerNorm 2, splits at the
+residual sum into the FFN branch and the skip, joins again before LayerNorm 1, splits again at the
+first residual sum, and reaches the attention output ({{ stages_between }} recorded stages; the output
+below lists them with the size of the gradient at each). There the
 multi-head backward pass splits it into heads. Head 1 owns columns {{ head_first }} to {{ head_last }} of
 \(W_q\) (the heads are column blocks of one matrix), and its block of \(\frac{\partial L}{\partial W_q}\)
 is \(X^{\top}\frac{\partial L}{\partial Q_1}\).
@@ -713,15 +714,18 @@ from derivations.reference import gelu, gelu_backward, gradcheck, relu, relu_bac
 x = np.random.default_rng(0).normal(size=100_000)
 relu_grad = relu_backward(np.ones_like(x), relu(x)[1])
 gelu_grad = gelu_backward(np.ones_like(x), gelu(x)[1])
-print(f"zero derivatives on N(0, 1) inputs: ReLU {np.mean(relu_grad == 0):.1%}, GELU {np.mean(gelu_grad == 0):.1%}")
-print(f"smallest GELU derivative {gelu_grad.min():.4f} (it dips below zero left of the origin)")
+relu_zero, gelu_zero, gelu_min = np.mean(relu_grad == 0), np.mean(gelu_grad == 0), gelu_grad.min()
+print(f"zero derivatives on N(0, 1) inputs: ReLU {relu_zero:.1%}, GELU {gelu_zero:.1%}")
+print(f"smallest GELU derivative {gelu_min:.4f} (it dips below zero left of the origin)")
 error = gradcheck(lambda x: float(np.sum(gelu(x)[0])), [x[:50]], [gelu_grad[:50]])[0]
 print(f"GELU backward against central differences: {error:.1e}")
 ''',
         discussion=r"""
-GELU weighs its input by the probability \(\Phi(x)\) that a standard normal is below it, so its
-derivative \(\Phi(x) + x\,\varphi(x)\) is positive for most negative inputs too: no unit is cut off
-for good. It costs an `erf` per entry (or a `tanh` in the approximation), more than ReLU's
+GELU weighs its input by the probability \(\Phi(x)\) that a standard normal is below it. Its
+derivative \(\Phi(x) + x\,\varphi(x)\) is small for negative inputs, even slightly negative below
+about \(-0.75\) (the smallest measured is {{ gelu_min:sig3 }}), but it is zero only at that one point:
+on normal inputs ReLU's derivative is exactly zero {{ relu_zero:pct0 }} of the time, GELU's
+{{ gelu_zero:pct0 }}. No unit is cut off for good. It costs an `erf` per entry (or a `tanh` in the approximation), more than ReLU's
 comparison but small next to the matrix products. Leaky ReLU (\(\max(x, 0.01x)\)) is the cheapest
 answer: derivative 1 or 0.01, never 0.
 """,

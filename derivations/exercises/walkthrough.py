@@ -84,7 +84,7 @@ answer = {r"\\(\\partial L/\\partial\\,\\text{output}\\)": d_output, r"\\(\\part
           r"\\(\\partial L/\\partial W_1\\)": dW1, r"\\(\\partial L/\\partial b_1\\)": db1}
 ''',
         discussion=r"""
-The second hidden unit's input is \({{ z[1]:sig2 }}\), so ReLU switches it off: its column of
+The second hidden unit's input is \({{ z[1]:fix1 }}\), so ReLU switches it off: its column of
 \(\partial L/\partial W_1\) and its entry of \(\partial L/\partial b_1\) are exactly zero, although
 \(\partial L/\partial\,\text{hidden}\) is not. Every weight gradient is an outer product of the layer's
 input with the gradient at its output; every bias gradient is the gradient at its output.
