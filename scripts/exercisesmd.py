@@ -83,6 +83,8 @@ def find_markers(markdown: str) -> list[tuple[str, int]]:
 def cache_key() -> str:
     digest = hashlib.sha256()
     digest.update(buildcache.source_hash("derivations").encode())
+    for data in sorted((buildcache.ROOT / "derivations" / "exercises" / "data").glob("*")):
+        digest.update(data.name.encode() + data.read_bytes())  # the language model's text
     digest.update(Path(__file__).read_bytes())
     digest.update(sys.version.encode())
     extra = os.environ.get(EXTRA)

@@ -2,6 +2,8 @@
 
 - ``[[claim: id]]`` lines become the claim's formula and proof badge; the claims
   page is generated from the registry and this build's verification.
+- ``[[exercise: id]]`` lines become the exercise of ``derivations.exercises`` (its prompt, a self-check
+  and the worked solution, run once per package version; ``exercisesmd``).
 - Figures from ``derivations.figures`` are added to the build as ``vis/<name>.svg``.
 - KaTeX renders every formula into the HTML; a formula it rejects fails the build.
 

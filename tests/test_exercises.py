@@ -767,3 +767,12 @@ def test_an_exercise_on_a_mini_site_builds(tmp_path: Path) -> None:
     symbolic = html[html.index('id="exercise-notation-chain-rule-claim"'):]
     details = symbolic[symbolic.index("<details"):symbolic.index("</details>")]
     assert "claim-badge" in details and 'class="highlight"' in details and "finite difference" in details
+
+
+def test_a_chapter_notebook_points_to_the_page_for_its_exercises() -> None:
+    """A chapter downloaded as a notebook cannot check answers: the marker becomes a pointer, never raw text."""
+    import chapternotebook
+
+    nb = chapternotebook.build("# Chapter\n\nText.\n\n[[exercise: notation.delta-picks]]\n", "Chapter")
+    text = "\n".join("".join(cell["source"]) for cell in nb.cells)
+    assert "[[" not in text and "Exercise `notation.delta-picks`: on this chapter's page" in text
