@@ -1,4 +1,4 @@
-"""Command line: ``python -m derivations verify [CLAIM_ID ...]``."""
+"""Command line: ``python -m derivations verify [ID ...]``."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m derivations")
     commands = parser.add_subparsers(dest="command", required=True)
-    verify = commands.add_parser("verify", help="prove every SymPy claim and print one row per claim")
-    verify.add_argument("ids", nargs="*", help="claim ids (default: all)")
-    verify.add_argument("--workers", type=int, default=2)
+    verify = commands.add_parser("verify", help="prove every SymPy claim and derivation, one row each")
+    verify.add_argument("ids", nargs="*", help="claim or derivation ids (default: all)")
+    verify.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
     verify.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     args = parser.parse_args(argv)
 
-    from .symbolic.verify import format_table, verify_all
+    from .symbolic.verify import default_workers, format_table, verify_all
 
     try:
-        results = verify_all(args.ids or None, workers=args.workers)
+        results = verify_all(args.ids or None, workers=args.workers or default_workers())
     except KeyError as error:
         print(error.args[0], file=sys.stderr)
         return 2

@@ -54,15 +54,15 @@ def _plain_markdown(text: str) -> str:
 
 def _claim_markdown(markdown: str) -> str:
     """Claim lines as display math with a note of what was proven."""
-    from claimsmd import CLAIM_LINE, get_claim
+    from claimsmd import MARKER, get_claim, get_derivation
 
     def replace(match: re.Match) -> str:
-        claim = get_claim(match["id"])
-        return f"$$\n{claim.latex}\n$$\n\n*Proven by SymPy ({claim.sizes}): claim `{claim.id}`.*"
+        item = (get_derivation if match["kind"] == "derivation" else get_claim)(match["id"])
+        return f"$$\n{item.latex}\n$$\n\n*SymPy: {item.sizes} ({match['kind']} `{item.id}`).*"
 
     from exercisesmd import notebook_note
 
-    return notebook_note(CLAIM_LINE.sub(replace, markdown))
+    return notebook_note(MARKER.sub(replace, markdown))
 
 
 def has_shown_code(markdown: str) -> bool:

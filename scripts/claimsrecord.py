@@ -1,6 +1,6 @@
 """One verification record per version of the claims, shared by builds and tests.
 
-Proving every claim takes SymPy tens of seconds, so the result is stored under a
+Proving every claim takes SymPy a few seconds of CPU, so the result is stored under a
 hash of ``derivations/symbolic`` (and the library versions): a record exists only
 for source that was fully proven with exactly that code. Concurrent builds and
 test workers take a file lock, so the proof runs once and the others wait for it.

@@ -343,12 +343,13 @@ def _answer_markdown(exercise, outcome) -> str:
 
 
 def _claim_markdown(claim_id: str, page_src: str) -> str:
-    """A claim as plain Markdown (display math and a badge line), for inside the collapsed answer:
+    """A claim as plain Markdown (display math and the claims' badge), for inside the collapsed answer:
     an HTML block there (the claims' ``<div markdown>``) would end the collapsed block early."""
     claim = claimsmd.get_claim(claim_id)
-    link = f"{claimsmd.relative_link(page_src)}#{claimsmd.anchor(claim_id)}"
+    link = f"{claimsmd.relative_link(page_src)}#{claimsmd.anchor(claim_id, 'claim')}"
+    title = claimsmd.badge_title(claim).replace('"', "'")
     return (f"\\[\n{claim.latex}\n\\]\n\n"
-            f'<span class="claim-badge">[SymPy-proven: {claim.sizes}]({link} "{claim.title}") · `{claim_id}`</span>')
+            f'<span class="claim-badge">[{claimsmd.badge_text(claim)}]({link} "{title}") · `{claim_id}`</span>')
 
 
 def render(exercise, outcome, page_src: str = "exercises.md") -> tuple[str, list[str]]:

@@ -27,15 +27,15 @@ from mkdocs.plugins import event_priority
 from mkdocs.structure.files import File
 
 # One BLAS thread for the pages' small matrix products (threaded BLAS on 2 cores is far slower);
-# effective because NumPy is first imported below, by the derivations package.
+# effective because NumPy is first imported below.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# NumPy is first imported here, in the main thread, before on_config starts the background threads:
+# a first import running in two threads at once (a cached page being unpickled while the figures
+# module is imported) fails with "partially initialized module 'numpy._core.numeric'".
+import numpy  # noqa: E402,F401
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-# NumPy is imported here, once, before any background thread: two threads importing it at the same
-# time (unpickling cached page results, drawing figures) fail with a partially initialised module.
-import numpy  # noqa: E402,F401
 
 import buildcache  # noqa: E402
 import figurejobs  # noqa: E402
@@ -239,9 +239,10 @@ def on_files(files, config):
             text = claimsmd.notebook_markdown(text)
         title = next((line[2:].strip() for line in text.splitlines() if line.startswith("# ")), file.name)
         for citation in claimsmd.find_citations(text):
-            pages = cited_by.setdefault(citation.claim_id, [])
-            if (title, file.src_uri) not in pages:
-                pages.append((title, file.src_uri))
+            for item_id in [citation.claim_id, *claimsmd.cited_claims(citation)]:  # a derivation cites its claim
+                pages = cited_by.setdefault(item_id, [])
+                if (title, file.src_uri) not in pages:
+                    pages.append((title, file.src_uri))
     _state["cited_by"] = cited_by
 
     for site_path, source in mathrender.katex_assets():
@@ -275,6 +276,12 @@ def on_files(files, config):
     return files
 
 
+def _renderer():
+    if "renderer" not in _state:
+        _state["renderer"] = mathrender.shared_renderer()
+    return _state["renderer"]
+
+
 def on_page_markdown(markdown, page, config, files):
     src = page.file.src_uri
     runs = _page_runs(src)
@@ -295,11 +302,13 @@ def on_page_markdown(markdown, page, config, files):
     _state["outputs"].begin_page(src)
     if src in _state.get("notebook_links", {}):
         markdown = _with_download_link(markdown, _state["notebook_links"][src])
-    markdown, errors = claimsmd.expand(markdown, src)
+    markdown, errors = claimsmd.expand(markdown, src, _renderer())
     for error in errors:
         log.error("docs/%s: %s", src, error)
     if page.file.src_uri == claimsmd.CLAIMS_PAGE:
-        table = claimsmd.claims_page(_state["cited_by"], _verification_results())
+        table, errors = claimsmd.claims_page(_state["cited_by"], _verification_results(), _renderer())
+        for error in errors:
+            log.error("docs/%s: %s", page.file.src_uri, error)
         if "[[claims-table]]" not in markdown:
             log.error("docs/%s: the [[claims-table]] placeholder is missing", page.file.src_uri)
         markdown = markdown.replace("[[claims-table]]", table)
@@ -318,8 +327,7 @@ def _with_download_link(markdown: str, href: str) -> str:
 
 
 def on_post_page(output, page, config):
-    if "renderer" not in _state:
-        _state["renderer"] = mathrender.shared_renderer()
+    _renderer()
     if page.file.src_uri.endswith(".ipynb"):
         try:
             output = notebookpage.strip_remote_loaders(output)
@@ -327,7 +335,7 @@ def on_post_page(output, page, config):
             log.error("docs/%s: %s", page.file.src_uri, error)
         output = notebookpage.share_styles(output, config.site_dir, page.url)
         output = notebookpage.with_download_link(output, Path(page.file.src_uri).name)
-        output, errors = claimsmd.expand_html(output, page.url)
+        output, errors = claimsmd.expand_html(output, page.url, renderer=_state["renderer"])
         for error in errors:
             log.error("docs/%s: %s", page.file.src_uri, error)
     source = Path(page.file.abs_src_path).read_text(encoding="utf-8") if page.file.abs_src_path else None

@@ -1,4 +1,10 @@
-"""The claims registry: every claim is proven, the checker rejects wrong claims, pages cite claims."""
+"""The claims registry: every claim and derivation is proven, wrong variants of every claimed
+expression are rejected, the page shows the expression that was proven, pages cite claims.
+
+A wrong formula cannot reach a page: the page prints the claim's expression, and every
+mutation of that expression below (scaled, sign flipped, transposed, a term or factor
+dropped, an index swapped, the scale removed) makes the checker fail.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +15,21 @@ from dataclasses import replace
 
 import pytest
 import sympy as sp
+from sympy.matrices.expressions.matexpr import MatrixElement, MatrixExpr
 
+import claimsmd
 from claimsmd import find_citations, notebook_markdown
 from claimsrecord import ensure_verified
 from conftest import DOCS
-from derivations.symbolic import CLAIMS, IndexIdentity, VJPIdentity, get_claim
-from derivations.symbolic import attention as att
-from derivations.symbolic.registry import grid_points
+from derivations.symbolic import CLAIMS, DERIVATIONS, attention as att, flow, get_claim, get_derivation, layers
+from derivations.symbolic.notation import RowSum, Softmax, Step, grad, i, j, k, m, matrix, n, size
+from derivations.symbolic.printer import latex
+from derivations.symbolic.registry import Claim, Op
 from derivations.symbolic.verify import verify_claim
 from mathrender import KatexRenderer
 
 IDS = [c.id for c in CLAIMS]
+DERIVATION_IDS = [d.id for d in DERIVATIONS]
 
 
 @pytest.fixture(scope="session")
@@ -29,22 +39,22 @@ def verification() -> dict[str, dict]:
     return results
 
 
-@pytest.mark.parametrize("claim_id", IDS)
-def test_claim_is_proven(verification, claim_id: str) -> None:
-    result = verification[claim_id]
+@pytest.mark.parametrize("item_id", IDS + DERIVATION_IDS)
+def test_claim_is_proven(verification, item_id: str) -> None:
+    result = verification[item_id]
     assert result["ok"], result["detail"]
-    assert result["cases"] >= 1
+    assert result["cases"] >= 1 or "proven by the derivation" in result["detail"]
 
 
-def test_verify_command_prints_a_row_per_claim_and_the_total() -> None:
-    cheap = ["attention.scores.dQ", "softmax.jacobian", "attention.vjp.dA"]
+def test_verify_command_prints_a_row_per_item_and_the_total() -> None:
+    cheap = ["attention.scores.dQ", "softmax.jacobian", "attention.vjp.dA", "softmax.quotient-rule"]
     run = subprocess.run([sys.executable, "-m", "derivations", "verify", "--workers", "1", *cheap],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     lines = run.stdout.strip().splitlines()
-    assert lines[-1] == "3 claims verified, 0 failed"
-    for claim_id in cheap:
-        assert any(line.startswith(claim_id) and "verified" in line for line in lines)
+    assert lines[-1] == "4 verified, 0 failed"
+    for item_id in cheap:
+        assert any(line.startswith(item_id) and "verified" in line for line in lines)
 
 
 def test_verify_command_fails_on_a_wrong_claim(monkeypatch, capsys) -> None:
@@ -52,139 +62,234 @@ def test_verify_command_fails_on_a_wrong_claim(monkeypatch, capsys) -> None:
     from derivations.symbolic import verify as verify_module
 
     claim = get_claim("attention.vjp.dA")
-    wrong = replace(claim, check=_map_claimed(claim.check, lambda g: g.T))
-    monkeypatch.setattr(verify_module, "get_claim", lambda claim_id: wrong)
+    wrong = replace(claim, rhs=2 * att.dO * att.V.T)
+    monkeypatch.setattr(verify_module, "get_item", lambda item_id: wrong)
     assert cli.main(["verify", "--workers", "1", "attention.vjp.dA"]) == 1
     out = capsys.readouterr().out
-    assert "FAILED differs at" in out and out.strip().endswith("0 claims verified, 1 failed")
+    assert "FAILED differs at" in out and out.strip().endswith("0 verified, 1 failed")
 
 
-# ----------------------------------------------------------------------------- wrong claims must fail
+# ----------------------------------------------------------------------------- wrong expressions must fail
 
 
-def _map_claimed(check, change):
-    """A copy of ``check`` whose claimed value goes through ``change`` (per matrix of a VJP dict)."""
-    original = check.claimed
-
-    def claimed(*args, **kwargs):
-        value = original(*args, **kwargs)
-        if isinstance(value, dict):
-            return {name: change(sp.Matrix(grad)) for name, grad in value.items()}
-        return change(value)
-
-    return replace(check, claimed=claimed)
-
-
-def _transpose(value):
-    if isinstance(value, sp.MatrixBase):
-        return value.T
-    # Index claims: swap the derivative's free indices m and n, the index-notation transpose.
-    return sp.sympify(value).xreplace({att.m: att.n, att.n: att.m})
+def _nodes(expr):
+    """The printed parts of an expression: not the shapes of matrices nor the bounds of sums (the
+    page writes every sum over a whole range; test_a_sum_over_the_wrong_range_is_rejected covers them)."""
+    yield expr
+    if isinstance(expr, (sp.MatrixSymbol, Step)):
+        return
+    args = (expr.function,) if isinstance(expr, sp.Sum) else getattr(expr, "args", ())
+    for arg in args:
+        if isinstance(arg, sp.Basic):
+            yield from _nodes(arg)
 
 
-GENERIC = {
-    "scaled by 2": lambda v: 2 * v,
-    "transposed": _transpose,
-    "one entry shifted": lambda v: v + sp.Matrix(*v.shape, lambda r, c: int(r == c == 0))
-    if isinstance(v, sp.MatrixBase)
-    else v + sp.Rational(1, 7),
-}
+def _free_indices(claim) -> list:
+    lhs = claim.steps[0] if hasattr(claim, "steps") else claim.lhs
+    lhs = lhs.args[0] if isinstance(lhs, sp.Tuple) else lhs
+    found = [x for x in getattr(lhs, "free_symbols", set()) if x in (i, j, k, m, n, att.a, att.b, layers.t, layers.v)]
+    return sorted(found, key=str)
 
 
-def _has_orientation(claim) -> bool:
-    """Whether transposing the claimed value means anything: matrices and index claims, not scalars."""
-    if isinstance(claim.check, (IndexIdentity, VJPIdentity)):
-        return True
-    first = grid_points(claim.check.grid)[0] if claim.check.grid else {}
-    return isinstance(claim.check.claimed(**first), sp.MatrixBase)
+def _is_constant(factor) -> bool:
+    from derivations.symbolic.notation import SIZE_WORDS
+
+    return factor != 1 and (factor.is_number or factor.free_symbols <= set(SIZE_WORDS)) and not factor.atoms(MatrixElement)
 
 
-CASES = [(i, m) for i in IDS for m in GENERIC if m != "transposed" or _has_orientation(get_claim(i))]
+def mutations(claim, expr) -> dict[str, object]:
+    """Wrong variants of one claimed expression, by name, each as a function that builds it
+    (building may fail: a transpose dropped from a matrix product breaks its shapes)."""
+    out: dict[str, object] = {"scaled by 2": lambda: 2 * expr, "sign flipped": lambda: -expr}
+    if isinstance(expr, MatrixExpr):
+        out["transposed"] = lambda: expr.T
+    free = _free_indices(claim)
+    if len(free) >= 2:
+        out[f"indices {free[0]} and {free[-1]} swapped"] = lambda: expr.xreplace({free[0]: free[-1], free[-1]: free[0]})
+    for node in sorted(set(_nodes(expr)), key=sp.default_sort_key):
+        if isinstance(node, (sp.Add, sp.MatAdd)) and len(node.args) > 1:
+            for term in node.args:
+                rest = [t for t in node.args if t != term]
+                out[f"term {latex(term)} dropped"] = lambda node=node, rest=rest: expr.xreplace({node: node.func(*rest)})
+        if isinstance(node, (sp.Mul, sp.MatMul)) and len(node.args) > 1:
+            for factor in node.args:
+                rest = [f for f in node.args if f != factor]
+                kind = "scale" if _is_constant(factor) else "factor"
+                out[f"{kind} {latex(factor)} removed"] = lambda node=node, rest=rest: expr.xreplace({node: node.func(*rest)})
+        if isinstance(node, sp.Transpose):
+            out[f"transpose of {latex(node.arg)} dropped"] = lambda node=node: expr.xreplace({node: node.arg})
+        if isinstance(node, MatrixElement) and node.i != node.j and not (node.i.is_Integer or node.j.is_Integer):
+            out[f"indices of {latex(node)} swapped"] = lambda node=node: expr.xreplace({node: node.parent[node.j, node.i]})
+    return out
 
 
-@pytest.mark.parametrize(("claim_id", "mutation"), CASES)
-def test_checker_rejects_generic_mistakes(claim_id: str, mutation: str) -> None:
+def _variants(claim):
+    """Every mutation of the claim's expression (of each part of a tuple, of each ``where`` definition),
+    as ``(name, build)``: ``build()`` returns the wrong claim."""
+    if isinstance(claim.rhs, sp.Tuple):
+        for position, part in enumerate(claim.rhs.args):
+            for name, variant in mutations(claim, part).items():
+                yield f"part {position}: {name}", lambda v=variant, p=position: replace(
+                    claim, rhs=sp.Tuple(*[v() if q == p else x for q, x in enumerate(claim.rhs.args)]))
+    else:
+        for name, variant in mutations(claim, claim.rhs).items():
+            yield name, lambda v=variant: replace(claim, rhs=v())
+    for position, (pattern, definition) in enumerate(claim.where):
+        for name, variant in mutations(claim, definition).items():
+            if name.startswith(("scaled", "sign", "term", "factor", "transpose")):
+                def build(v=variant, position=position, pattern=pattern):
+                    where = list(claim.where)
+                    where[position] = (pattern, v())
+                    return replace(claim, where=tuple(where))
+                yield f"where {latex(pattern)}: {name}", build
+
+
+MUTATIONS = [(claim.id, name) for claim in CLAIMS for name, _ in _variants(claim)]
+
+
+@pytest.mark.parametrize(("claim_id", "mutation"), MUTATIONS)
+def test_checker_rejects_a_wrong_expression(claim_id: str, mutation: str) -> None:
     claim = get_claim(claim_id)
-    wrong = replace(claim, check=_map_claimed(claim.check, GENERIC[mutation]))
+    make = dict(_variants(claim))[mutation]
+    try:
+        wrong = make()
+    except (ValueError, TypeError, sp.matrices.ShapeError):  # the expression cannot even be built: rejected
+        return
+    if _same(claim, wrong):
+        pytest.skip("this change leaves the expression equal (a symmetric term)")
+    if (claim_id, mutation) in STILL_TRUE:
+        assert verify_claim(wrong).ok, "listed as still true, but rejected: remove it from STILL_TRUE"
+        return
     result = verify_claim(wrong)
-    assert not result.ok, f"{claim_id} {mutation} was accepted"
-    assert "differs at" in result.detail  # the report names the case and entry
+    assert not result.ok, f"{claim_id}: {mutation} was accepted"
+    assert result.detail.startswith("differs at") or _shape_error(result.detail), result.detail
+    assert wrong.latex != claim.latex, "a changed expression must change what the page shows"
 
 
-def _dropped_rowsum(G, S):
-    A = att.softmax_rows(S)
-    return {"S": A.multiply_elementwise(G)}
+def _shape_error(detail: str) -> bool:
+    """A rejection because the wrong formula does not even fit the shapes (not a crash of the checker)."""
+    return bool(re.search(r"ShapeError|shapes differ|runs over two different sizes|indices out of range", detail))
 
 
-SPECIFIC = {
-    "softmax.vjp": ("row-sum term dropped", lambda check: replace(check, claimed=_dropped_rowsum)),
-    "softmax.jacobian": (
-        "A^{in} term dropped",
-        lambda check: replace(
-            check,
-            claimed=lambda: sp.KroneckerDelta(att.i, att.m) * sp.KroneckerDelta(att.j, att.n)
-            * sp.exp(att.S[att.i, att.j]) / sp.Sum(sp.exp(att.S[att.i, att.k]), (att.k, 0, att.n_k - 1)),
-        ),
-    ),
-    "attention.causal.zero-gradient": (
-        "mask ignored in the backward pass",
-        lambda check: replace(check, claimed=lambda G, S: {"S": att.softmax_vjp(att.softmax_rows(S), G)}),
-    ),
-    "attention.rowsum-identity": (
-        "upstream gradient forgotten",
-        lambda check: replace(
-            check,
-            claimed=lambda n_q, n_k, d_v: att.rowsum(att.symbol_matrix("A", n_q, n_k) * att.symbol_matrix("V", n_k, d_v)),
-        ),
-    ),
+def _same(claim, wrong) -> bool:
+    """Whether a mutation left the expression as it was (SymPy keeps a delta's indices in a fixed
+    order, so swapping them changes nothing)."""
+    return (wrong.rhs, wrong.where) == (claim.rhs, claim.where)
+
+
+def test_there_are_many_mutations() -> None:
+    assert len(MUTATIONS) > 300
+    assert {claim_id for claim_id, _ in MUTATIONS} == set(IDS)
+
+
+DERIVATION_MUTATIONS = [(d.id, step) for d in DERIVATIONS for step in range(1, len(d.steps))]
+
+
+@pytest.mark.parametrize(("derivation_id", "step"), DERIVATION_MUTATIONS)
+def test_checker_rejects_a_wrong_step(derivation_id: str, step: int) -> None:
+    derivation = get_derivation(derivation_id)
+    for name in ("scaled by 2", "sign flipped"):
+        steps = list(derivation.steps)
+        steps[step] = mutations(derivation, steps[step])[name]()
+        result = verify_claim(replace(derivation, steps=tuple(steps)))
+        assert not result.ok and result.detail.startswith("differs at"), f"{derivation_id} step {step}: {name}: {result}"
+
+
+def test_a_sum_over_the_wrong_range_is_rejected() -> None:
+    claim = get_claim("softmax.vjp")
+    for top in (att.n_k, att.n_k - 2):  # one term too many, one too few
+        wrong = claim.rhs.xreplace({limit: (limit[0], limit[1], top) for s in claim.rhs.atoms(sp.Sum) for limit in s.limits})
+        assert wrong != claim.rhs and not verify_claim(replace(claim, rhs=wrong)).ok
+
+
+# Mutations that leave a true statement: the checker is right to accept them.
+STILL_TRUE = {  # Phi and Phi - 1/2 have the same derivative, and these claims only use Phi' = phi
+    (claim_id, r"where \Phi\left(x\right): term 1 dropped") for claim_id in ("gelu.vjp", "gelu.exact-derivative")
 }
 
 
-def _dq_without_scale(G, Q, K, V):
-    A, _ = att.attention_forward(Q, K, V)
-    return {"Q": att.softmax_vjp(A, G * V.T) * K}
+def _classic(claim_id, **changes):
+    return verify_claim(replace(get_claim(claim_id), **changes))
 
 
-def _dk_without_scale(G, Q, K, V):
-    A, _ = att.attention_forward(Q, K, V)
-    return {"K": att.softmax_vjp(A, G * V.T).T * Q}
+def test_classic_mistakes_are_rejected() -> None:
+    odot = sp.HadamardProduct
+    S_scores = att.Q * att.K.T / sp.sqrt(att.d_k)
+    assert not _classic("attention.vjp.dV", rhs=S_scores.T * att.dO).ok  # scores instead of weights
+    assert not _classic("softmax.vjp-rowsum", rhs=odot(att.A, att.dA)).ok  # softmax taken entrywise
+    unmasked = Softmax(att.S_c)  # the mask forgotten in the backward pass
+    assert not _classic("attention.causal.vjp", rhs=odot(unmasked, grad(att.A_c) - RowSum(odot(unmasked, grad(att.A_c))))).ok
+    assert not _classic("rnn.step.vjp", where=((grad(flow.a_t), grad(flow.h_t)),)).ok  # tanh's slope forgotten
+    reversed_chain = flow.Ordered(Step("J", flow.l, flow.width, flow.width), flow.l, 1, flow.depth)
+    assert not _classic("chain-rule.jacobian-product", rhs=reversed_chain).ok  # J_1 ... J_D
+    assert not _classic("clip.preserves-direction", rhs=sp.Tuple(0, flow.c_max * flow.Norm(flow.gv),
+                                                                  flow.c_max**2)).ok  # no guard
+    assert not _classic("attention.score-variance", rhs=sp.Tuple(0, att.d_k**2)).ok
+    assert not _classic("init.relu-halves", rhs=sp.Tuple(flow.sigma**2, sp.Rational(1, 2))).ok
 
 
-def _dv_from_scores(G, Q, K, V):
-    scores = Q * K.T / sp.sqrt(Q.cols)  # the pre-softmax scores instead of the weights
-    return {"V": scores.T * G}
-
-
-SPECIFIC["attention.vjp.dQ"] = ("1/sqrt(d_k) missing", lambda check: replace(check, claimed=_dq_without_scale))
-SPECIFIC["attention.vjp.dK"] = ("1/sqrt(d_k) missing", lambda check: replace(check, claimed=_dk_without_scale))
-SPECIFIC["attention.vjp.dV"] = ("scores used instead of weights", lambda check: replace(check, claimed=_dv_from_scores))
-
-
-@pytest.mark.parametrize("claim_id", sorted(SPECIFIC))
-def test_checker_rejects_classic_mistakes(claim_id: str) -> None:
-    claim = get_claim(claim_id)
-    description, make_wrong = SPECIFIC[claim_id]
-    result = verify_claim(replace(claim, check=make_wrong(claim.check)))
-    assert not result.ok, f"{claim_id} with {description} was accepted"
-
-
-def test_out_of_range_guard_is_not_discharged() -> None:
-    """The Piecewise guard is only discharged for in-range indices: an identity that needs more fails."""
-    n_k, j, n = att.n_k, att.j, att.n
-    wrong = IndexIdentity(
-        actual=lambda: sp.Sum(sp.KroneckerDelta(j, n) * att.V[j, 0], (j, 0, n_k - 1)),
-        claimed=lambda: att.V[n, 0],
-        ranges={},  # n's range is not declared, so the guard n < n_k cannot be discharged
-    )
-    claim = replace(get_claim("attention.output.dA"), check=wrong)
+def test_out_of_range_delta_is_not_collapsed() -> None:
+    """A delta collapses a sum only when its index is known to lie in the sum's range."""
+    wide = size("n_wide", "columns of a test matrix")
+    V = matrix("V_test", wide, 1)
+    op = Op("test: a delta whose index may lie outside the sum")
+    narrow = sp.Sum(sp.KroneckerDelta(j, n) * V[j, 0], (j, 0, att.n_k - 1))  # n's range is not the sum's
+    claim = Claim("test.delta", "test", op, V[n, 0], narrow, no_impl="a test")
     assert not verify_claim(claim).ok
+
+
+# ----------------------------------------------------------------------------- the page shows what is proven
+
+
+def test_page_shows_the_printed_expression() -> None:
+    claim = get_claim("attention.vjp.dV")
+    page, errors = claimsmd.expand("# P\n\n[[claim: attention.vjp.dV]]\n", "page.md")
+    assert not errors and claim.latex in page
+    wrong = replace(claim, rhs=att.dO.T * att.A).latex  # a wrong formula prints differently
+    assert wrong != claim.latex and wrong not in page
+
+
+def test_printer_writes_the_site_notation() -> None:
+    Q, K, A, dO, dS = att.Q, att.K, att.A, att.dO, att.dS
+    assert latex(sp.KroneckerDelta(i, m)) == r"\delta^{i}_{m}"
+    assert latex(Q[i, att.a]) == "Q^{ia}"
+    assert latex(sp.Derivative(att.S[i, j], Q[m, n])) == r"\frac{\partial S^{ij}}{\partial Q^{mn}}"
+    assert latex(dO) == r"\frac{\partial L}{\partial O}" and latex(dO[i, m]) == r"\frac{\partial L}{\partial O^{im}}"
+    assert latex(A.T * dO) == r"A^{\top} \frac{\partial L}{\partial O}"
+    assert latex(dS.T * Q) == r"\left(\frac{\partial L}{\partial S}\right)^{\top} Q"
+    assert latex(sp.HadamardProduct(A, RowSum(A))) == r"A \odot \operatorname{rowsum}\left(A\right)"
+    assert latex(sp.KroneckerDelta(i, m) * K[j, n] / sp.sqrt(att.d_k)) == r"\frac{1}{\sqrt{d_{k}}} \delta^{i}_{m} K^{jn}"
+    assert latex(layers.bias[0, n]) == "b^{n}"  # a row vector shows one index
+
+
+def test_badges_say_in_words_what_was_proven() -> None:
+    for item in [*CLAIMS, *DERIVATIONS]:
+        text, tooltip = claimsmd.badge_text(item), claimsmd.badge_title(item)
+        assert "proven" in text and not re.search(r"[A-Za-z]_[A-Za-z]", text + tooltip), f"{item.id}: {text!r}"
+        assert item.kind in ("general", "grid", "every-real")
+        assert item.sizes.startswith(("for all sizes", "at every size up to", "for every")), item.sizes
+        if item.kind == "grid":
+            assert re.search(r"up to \d", item.sizes)
+    assert get_claim("softmax.jacobian").sizes == "for all sizes"
+    assert get_claim("relu.derivative").sizes == "for every real x ≠ 0"
+    assert get_claim("chain-rule.contraction").sizes == "at every size up to 3 in each dimension"
+
+
+def test_grids_start_at_one_and_have_no_gaps() -> None:
+    with pytest.raises(ValueError, match="1, 2, ..., N"):
+        Op("bad", grid={att.n_q: (2, 3)})
+
+
+def test_sizes_cannot_mean_two_things() -> None:
+    with pytest.raises(ValueError, match="already means"):
+        size("n_q", "something else")
 
 
 # ----------------------------------------------------------------------------- pages and claims
 
 
 def _citations():
-    """Claim citations of every page: Markdown pages and the notebooks' Markdown cells."""
+    """Citations of every page: Markdown pages and the notebooks' Markdown cells."""
     found = {}
     for page in sorted([*DOCS.rglob("*.md"), *DOCS.rglob("*.ipynb")]):
         text = page.read_text(encoding="utf-8")
@@ -195,25 +300,39 @@ def _citations():
 
 
 def test_every_cited_claim_exists() -> None:
-    unknown = [f"docs/{page}:{c.line}: {c.claim_id}" for page, cs in _citations().items() for c in cs
-               if c.claim_id not in IDS]
-    assert not unknown, "pages cite unknown claims:\n" + "\n".join(unknown)
+    known = {"claim": set(IDS), "derivation": set(DERIVATION_IDS)}
+    unknown = [f"docs/{page}:{c.line}: {c.kind} {c.claim_id}" for page, cs in _citations().items() for c in cs
+               if c.claim_id not in known[c.kind]]
+    assert not unknown, "pages cite unknown ids:\n" + "\n".join(unknown)
 
 
-def test_every_claim_is_cited_by_a_page() -> None:
-    cited = {c.claim_id for cs in _citations().values() for c in cs}
-    assert not [i for i in IDS if i not in cited], "claims no page cites"
+def test_every_claim_and_derivation_is_cited_by_a_page() -> None:
+    citations = [c for cs in _citations().values() for c in cs]
+    cited = {item for c in citations for item in [c.claim_id, *claimsmd.cited_claims(c)]}
+    assert not [i for i in IDS + DERIVATION_IDS if i not in cited], "not cited by any page"
 
 
-def test_claim_ids_are_well_formed() -> None:
-    for claim in CLAIMS:
-        assert re.fullmatch(r"[a-z0-9-]+(\.[a-zA-Z0-9-]+)+", claim.id), claim.id
+def test_ids_are_well_formed() -> None:
+    for item in [*CLAIMS, *DERIVATIONS]:
+        assert re.fullmatch(r"[a-z0-9-]+(\.[a-zA-Z0-9-]+)+", item.id), item.id
 
 
-def test_every_claim_formula_renders_in_katex() -> None:
+def test_every_formula_renders_in_katex() -> None:
     with KatexRenderer() as katex:
-        failures = {c.id: katex.render(c.latex, True).get("error") for c in CLAIMS}
+        failures = {item.id: katex.render(item.latex, True).get("error") for item in [*CLAIMS, *DERIVATIONS]}
     assert not {k: v for k, v in failures.items() if v}
+
+
+def test_a_formula_katex_rejects_is_reported_with_its_id(monkeypatch) -> None:
+    claim = get_claim("softmax.jacobian")
+
+    class Broken:
+        id, title, kind, sizes, latex = claim.id, claim.title, claim.kind, claim.sizes, r"\frac{1}{"
+
+    monkeypatch.setattr(claimsmd, "lookup", lambda kind, item_id: Broken)
+    with KatexRenderer() as katex:
+        _, errors = claimsmd.expand("# P\n\n[[claim: softmax.jacobian]]\n", "page.md", katex)
+    assert errors and "line 3" in errors[0] and "claim softmax.jacobian" in errors[0]
 
 
 def test_katex_rejects_what_it_cannot_parse() -> None:

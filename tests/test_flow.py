@@ -2,14 +2,17 @@
 
 The experiments are checked against what theory says independently of the code (an
 orthogonal matrix scales every vector by exactly its radius, a nilpotent product is zero, a
-ReLU network with Xavier weights halves the second moment per layer, ...) and against the
-qualitative statements the page makes, with margins wide enough that only a real mistake fails.
+ReLU network with Xavier weights halves the second moment per layer, ...), against gradients
+taken by central differences of forward passes written here with plain NumPy (so an experiment
+wired to the wrong backward pass fails), for the use of their seeds (each seed its own draw, the
+seed axis first) and against the qualitative statements the page makes, with margins wide enough
+that only a real mistake fails.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+import re
 
 import numpy as np
 import pytest
@@ -18,10 +21,97 @@ import sympy as sp
 from derivations.figures import render
 from derivations.experiments import flow
 from derivations.reference import clip_grad_norm
+from derivations.reference.gradcheck import numerical_gradient
+from derivations.reference.tanh import tanh, tanh_backward
 from derivations.reference.monitor import format_report, gradient_report
-from derivations.symbolic import flow as flow_claims
-from derivations.symbolic import get_claim
-from derivations.symbolic.verify import verify_claim
+
+# ----------------------------------------------------------------------------- the tanh reference pair
+
+
+def test_tanh_backward_matches_central_differences_and_checks_shapes():
+    rng = np.random.default_rng(4)
+    x, dy = rng.standard_normal((3, 5)) * 2, rng.standard_normal((3, 5))
+    _, cache = tanh(x)
+    numeric = numerical_gradient(lambda x: float(np.sum(dy * np.tanh(x))), [x], 0)
+    np.testing.assert_allclose(tanh_backward(dy, cache), numeric, rtol=1e-7, atol=1e-9)
+    with pytest.raises(ValueError, match="dy"):
+        tanh_backward(dy[:, :4], cache)
+
+
+# ----------------------------------------------------------------------------- evidence over seeds
+
+
+def test_over_seeds_puts_each_seed_in_its_own_row():
+    def experiment(scale, seed):
+        return np.random.default_rng(seed).standard_normal(3) * scale
+
+    stacked = flow.over_seeds(experiment, seeds=(5, 2, 7), scale=2.0)
+    assert stacked.shape == (3, 3)
+    for row, seed in zip(stacked, (5, 2, 7)):
+        np.testing.assert_array_equal(row, experiment(2.0, seed))
+    with pytest.raises(ValueError, match="repeat"):
+        flow.over_seeds(experiment, seeds=(1, 1), scale=1.0)
+    with pytest.raises(ValueError, match="at least one"):
+        flow.over_seeds(experiment, seeds=(), scale=1.0)
+
+
+def test_spread_summarises_the_seed_axis_entry_by_entry():
+    per_seed = np.array([[1.0, 9.0, -3.0], [4.0, 2.0, -1.0], [2.0, 5.0, -8.0], [3.0, 7.0, 0.0]])  # [seed, entry]
+    s = flow.spread(per_seed)
+    assert s["low"].shape == s["median"].shape == s["high"].shape == (3,)
+    for k in range(3):
+        column = sorted(per_seed[:, k])
+        assert (s["low"][k], s["high"][k]) == (column[0], column[-1])
+        assert s["median"][k] == (column[1] + column[2]) / 2
+
+
+# Each random experiment, with arguments small enough to run quickly: its output must depend on the seed.
+SEEDED = {
+    "deep_chain_gradient_norms": dict(depth=4, weight_scale=1.0, activation="tanh", width=8, batch=2),
+    "residual_gradient_norms": dict(depths=(3,), residual=True, width=8, batch=2),
+    "peaked_attention": dict(multipliers=(1.0, 4.0)),
+    "score_statistics": dict(d_k=8, scaled=True, n_queries=16),
+    "score_scale_sweep": dict(d_k=8, multipliers=(1.0,), n_queries=16),
+    "train_rnn_memory": dict(max_norm=0.5, steps=3, T=4),
+    "init_profile": dict(init="he", activation="relu", depth=4, width=8, batch=2),
+    "residual_scaling_profile": dict(n_layers=2, scaled=True),
+    "train_mlp": dict(init="he", lr=0.1, steps=3),
+    "train_attention_selector": dict(scaled=False, steps=3, n=8, d=8, n_keys=3),
+}
+
+
+def _leaves(result):
+    if isinstance(result, dict):
+        return [leaf for value in result.values() for leaf in _leaves(value)]
+    if isinstance(result, tuple):
+        return [leaf for value in result for leaf in _leaves(value)]
+    return [np.asarray(result, dtype=np.float64)]
+
+
+@pytest.mark.parametrize("name", sorted(SEEDED))
+def test_every_random_experiment_uses_its_seed(name):
+    experiment = getattr(flow, name)
+    first, again, other = (_leaves(experiment(**SEEDED[name], seed=s)) for s in (1, 1, 2))
+    assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(first, again))  # seeded: reproducible
+    assert not all(np.array_equal(a, b, equal_nan=True) for a, b in zip(first, other))  # and the seed matters
+
+
+def test_rnn_horizon_gives_each_seed_its_own_draw():
+    W = flow.scaled_orthogonal(4, 1.2, seed=1)
+    together = flow.rnn_gradient_horizon(W, [2, 5], input_scale=1.0, seeds=(0, 3, 8))
+    assert together.shape == (3, 2)
+    for row, seed in zip(together, (0, 3, 8)):
+        np.testing.assert_allclose(row, flow.rnn_gradient_horizon(W, [2, 5], 1.0, seeds=(seed,))[0], rtol=1e-12)
+    assert len({tuple(row) for row in together}) == 3
+
+
+def test_placement_profiles_differ_between_initialisations():
+    profiles = flow.norm_placement_profiles()
+    for (norm, depth), per_seed in profiles.items():
+        assert per_seed.shape == (len(flow.PLACEMENT["seeds"]), depth)
+        assert len({tuple(row) for row in per_seed}) == per_seed.shape[0], (norm, depth)
+    assert len(flow.PLACEMENT["seeds"]) >= 10
+
 
 # ----------------------------------------------------------------------------- chains
 
@@ -37,8 +127,49 @@ def test_linear_chain_multiplies_by_the_weight_scale_per_layer(scale):
 def test_tanh_loses_more_than_linear_at_every_scale():
     for scale in (0.9, 1.0, 3.0):
         linear = flow.deep_chain_gradient_norms(30, scale, "linear")
-        tanh = flow.deep_chain_gradient_norms(30, scale, "tanh")
-        assert tanh[0] / tanh[-1] < linear[0] / linear[-1]
+        tanh_chain = flow.deep_chain_gradient_norms(30, scale, "tanh")
+        assert tanh_chain[0] / tanh_chain[-1] < linear[0] / linear[-1]
+
+
+@pytest.mark.parametrize("activation", ["linear", "tanh", "relu"])
+def test_chain_gradient_at_the_input_matches_central_differences(activation):
+    """The draws, in the documented order (input, weights, top gradient), and a forward pass written
+    independently with NumPy: the gradient of sum(G * h_depth) with respect to h_0 by differences."""
+    depth, scale, width, batch, seed = 3, 1.3, 5, 2, 4
+    rng = np.random.default_rng(seed)
+    h0 = rng.standard_normal((batch, width))
+    weights = [rng.standard_normal((width, width)) * scale / math.sqrt(width) for _ in range(depth)]
+    f = {"linear": lambda z: z, "tanh": np.tanh, "relu": lambda z: np.maximum(z, 0.0)}[activation]
+    G_shape = (batch, width)
+    G = rng.standard_normal(G_shape)
+
+    def loss(h):
+        for W in weights:
+            h = f(h @ W)
+        return float(np.sum(G * h))
+
+    numeric = numerical_gradient(loss, [h0], 0)
+    norms = flow.deep_chain_gradient_norms(depth, scale, activation, width=width, batch=batch, seed=seed)
+    assert norms[-1] == pytest.approx(np.linalg.norm(G), rel=1e-12)
+    assert norms[0] == pytest.approx(np.linalg.norm(numeric), rel=1e-6)
+
+
+def test_init_profile_gradient_moment_matches_central_differences():
+    depth, width, batch, seed = 3, 6, 2, 9
+    rng = np.random.default_rng(seed)
+    h0 = rng.standard_normal((batch, width))
+    weights = [rng.standard_normal((width, width)) * math.sqrt(2.0 / width) for _ in range(depth)]  # He
+    G = rng.standard_normal((batch, width))
+
+    def loss(h):
+        for W in weights:
+            h = np.maximum(h @ W, 0.0)
+        return float(np.sum(G * h))
+
+    acts, grads_var = flow.init_profile("he", "relu", depth=depth, width=width, batch=batch, seed=seed)
+    assert acts[0] == pytest.approx(np.mean(h0**2), rel=1e-12)
+    assert grads_var[0] == pytest.approx(np.mean(numerical_gradient(loss, [h0], 0) ** 2), rel=1e-6)
+    assert grads_var[-1] == pytest.approx(np.mean(G**2), rel=1e-12)
 
 
 # ----------------------------------------------------------------------------- recurrent networks
@@ -50,8 +181,36 @@ def test_orthogonal_recurrence_without_input_scales_by_radius_to_the_T():
     for radius in (0.9, 1.5):
         W = flow.scaled_orthogonal(8, radius, seed=3)
         np.testing.assert_allclose(W @ W.T, radius**2 * np.eye(8), atol=1e-12)
-        ratios = flow.rnn_gradient_horizon(W, horizons, input_scale=0.0)
-        np.testing.assert_allclose(ratios, [radius**T for T in horizons], rtol=1e-9)
+        ratios = flow.rnn_gradient_horizon(W, horizons, input_scale=0.0, seeds=(0, 1, 2))
+        np.testing.assert_allclose(ratios, np.tile([radius**T for T in horizons], (3, 1)), rtol=1e-9)
+
+
+def test_rnn_horizon_with_inputs_matches_central_differences():
+    """Seed s draws the inputs, then G; W_xh is the identity. An independent NumPy RNN, differenced."""
+    W = np.array([[0.4, -1.1, 0.3], [0.8, 0.2, -0.5], [-0.3, 0.9, 0.6]])
+    T, batch, seed, scale = 4, 2, 6, 0.7
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((T, batch, 3)) * scale
+    G = rng.standard_normal((batch, 3))
+
+    def loss(h):
+        for t in range(T):
+            h = np.tanh(x[t] + h @ W)
+        return float(np.sum(G * h))
+
+    numeric = numerical_gradient(loss, [np.zeros((batch, 3))], 0)
+    ratio = flow.rnn_gradient_horizon(W, [T], scale, seeds=(seed,), batch=batch)[0, 0]
+    assert ratio == pytest.approx(np.linalg.norm(numeric) / np.linalg.norm(G), rel=1e-6)
+
+
+def test_measured_horizons_respect_the_norm_bound():
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((6, 6))
+    horizons = [1, 3, 10]
+    ratios = flow.rnn_gradient_horizon(W, horizons, input_scale=1.0, seeds=(0, 1))
+    assert np.all(ratios <= np.linalg.norm(W, 2) ** np.array(horizons) * (1 + 1e-12))
+    with pytest.raises(ValueError, match="horizons"):
+        flow.rnn_gradient_horizon(W, [0, 3], 1.0)
 
 
 def test_counter_example_has_large_norm_small_spectral_radius_and_vanishing_gradient():
@@ -61,19 +220,26 @@ def test_counter_example_has_large_norm_small_spectral_radius_and_vanishing_grad
     exact = sp.Matrix(16, 16, lambda r, c: sp.Rational(W[r, c]).limit_denominator(10))
     assert max(abs(e) for e in exact.eigenvals()) < 1  # exact eigenvalues, no rounding
     assert np.linalg.svd(W, compute_uv=False)[0] > 3  # the norm the "||W|| > 1 explodes" rule looks at
-    ratios = flow.rnn_gradient_horizon(W, [5, 20, 200], input_scale=0.0)
-    assert ratios[1] > 1e3  # a transient from the non-normal part ...
-    assert ratios[2] < 1e-20  # ... and then the spectral radius wins
-    with_inputs = flow.rnn_gradient_horizon(W, [200], input_scale=1.0)
-    assert with_inputs[0] < 1e-20
+    ratios = flow.rnn_gradient_horizon(W, [5, 20, 200], input_scale=0.0, seeds=(0, 1))
+    assert np.all(ratios[:, 1] > 1e3)  # a transient from the non-normal part ...
+    assert np.all(ratios[:, 2] < 1e-20)  # ... and then the spectral radius wins
+    assert np.all(flow.rnn_gradient_horizon(W, [200], input_scale=1.0, seeds=(0, 1)) < 1e-20)
 
 
 def test_nilpotent_recurrence_kills_the_gradient_exactly_after_d_h_steps():
     W = flow.recurrent_examples(16)["10·shift (nilpotent)"]
     assert np.linalg.svd(W, compute_uv=False)[0] == pytest.approx(10.0)
-    before, at, after = flow.rnn_gradient_horizon(W, [15, 16, 40], input_scale=0.0)
-    assert before > 1.0 and at == 0.0 and after == 0.0
-    assert flow.rnn_gradient_horizon(W, [16], input_scale=1.0)[0] == 0.0  # whatever the tanh slopes
+    ratios = flow.rnn_gradient_horizon(W, [15, 16, 40], input_scale=0.0, seeds=(0, 1))
+    assert np.all(ratios[:, 0] > 1.0) and np.all(ratios[:, 1:] == 0.0)
+    assert np.all(flow.rnn_gradient_horizon(W, [16], input_scale=1.0, seeds=(0, 1)) == 0.0)  # whatever the slopes
+
+
+def test_growth_per_step_recovers_a_geometric_rate():
+    horizons = (10, 20, 50)
+    ratios = np.array([[0.8**T for T in horizons], [1.3**T for T in horizons], [1.0, 0.5, 0.0]])
+    np.testing.assert_allclose(flow.growth_per_step(ratios, horizons, start=20), [0.8, 1.3, 0.0], rtol=1e-12)
+    with pytest.raises(ValueError, match="start"):
+        flow.growth_per_step(ratios, horizons, start=50)
 
 
 def test_spectral_radius_uses_the_diagonal_of_triangular_matrices():
@@ -95,6 +261,25 @@ def test_residual_connections_keep_the_gradient_and_plain_stacks_lose_it():
     assert scaled.max() / scaled.min() < 2.0  # bounded across a 32-fold range of depths
 
 
+@pytest.mark.parametrize(("residual", "branch_scale"), [(False, "1"), (True, "1"), (True, "1/sqrt(L)")])
+def test_residual_stack_gradient_matches_central_differences(residual, branch_scale):
+    L, scale, width, batch, seed = 3, 0.8, 5, 2, 2
+    rng = np.random.default_rng(seed)
+    h0 = rng.standard_normal((batch, width))
+    weights = [rng.standard_normal((width, width)) * scale / math.sqrt(width) for _ in range(L)]
+    G = rng.standard_normal((batch, width))
+    c = 1.0 if branch_scale == "1" else 1 / math.sqrt(L)
+
+    def loss(h):
+        for W in weights:
+            h = h + c * np.tanh(h @ W) if residual else c * np.tanh(h @ W)
+        return float(np.sum(G * h))
+
+    expected = np.linalg.norm(numerical_gradient(loss, [h0], 0)) / np.linalg.norm(G)
+    measured = flow.residual_gradient_norms([L], residual, branch_scale, scale, width, batch, seed)[0]
+    assert measured == pytest.approx(expected, rel=1e-6)
+
+
 # ----------------------------------------------------------------------------- attention
 
 
@@ -104,8 +289,13 @@ def test_peaked_attention_value_gradient_follows_the_weights_and_score_gradient_
     rng = np.random.default_rng(0)  # the same draws, in the same order, as the experiment documents
     q, K, V, dO = (rng.standard_normal(shape) for shape in [(1, 4), (6, 4), (6, 4), (1, 4)])
     assert result.top_key == int(np.argmax(q @ K.T))
-    for A, dV_norms in zip(result.weights, result.dV_norms):
+    for c, A, dV_norms, dS_norm in zip(multipliers, result.weights, result.dV_norms, result.dS_norms):
+        s = c * (q @ K.T)[0] / 2.0
+        expected = np.exp(s - s.max()) / np.sum(np.exp(s - s.max()))
+        np.testing.assert_allclose(A, expected, rtol=1e-12)
         np.testing.assert_allclose(dV_norms, A * np.linalg.norm(dO), rtol=1e-12)  # dV_j = A_j dO
+        dA = (dO @ V.T)[0]
+        assert dS_norm == pytest.approx(np.linalg.norm(A * (dA - A @ dA)), rel=1e-12)
     assert result.weights[-1][result.top_key] > 0.999
     assert result.dS_norms[-1] < 1e-4 * result.dS_norms[0]
 
@@ -114,10 +304,28 @@ def test_unscaled_scores_have_variance_d_k_and_saturate():
     for d_k in (64, 1024):
         scaled, unscaled = flow.score_statistics(d_k, True), flow.score_statistics(d_k, False)
         assert abs(unscaled.raw_variance / d_k - 1) < 0.15
+        assert abs(unscaled.raw_mean) < 0.1 * math.sqrt(d_k)  # zero mean, in units of the standard deviation
         assert scaled.saturated == 0.0
     wide_scaled, wide_unscaled = flow.score_statistics(1024, True), flow.score_statistics(1024, False)
     assert wide_unscaled.saturated > 0.5
     assert wide_unscaled.dS_median < 1e-2 * wide_scaled.dS_median
+
+
+def test_query_gradient_of_the_score_experiments_matches_central_differences():
+    """dQ is taken with respect to the unmultiplied queries: the chain rule through c must be there."""
+    rng = np.random.default_rng(1)
+    Q, K, V, dO = rng.standard_normal((3, 4)), rng.standard_normal((5, 4)), rng.standard_normal((5, 2)), \
+        rng.standard_normal((3, 2))
+    c = 3.0
+
+    def loss(Q):
+        s = c * Q @ K.T / 2.0
+        A = np.exp(s - s.max(axis=1, keepdims=True))
+        A /= A.sum(axis=1, keepdims=True)
+        return float(np.sum(dO * (A @ V)))
+
+    _, _, dQ = flow._scores_and_gradients(Q, K, V, dO, c)
+    np.testing.assert_allclose(dQ, numerical_gradient(loss, [Q], 0), rtol=1e-6, atol=1e-9)
 
 
 def test_scaled_operating_point_does_not_depend_on_the_key_width():
@@ -133,7 +341,6 @@ def test_scaled_operating_point_does_not_depend_on_the_key_width():
 def test_placement_profiles_do_not_collapse_and_pre_norm_favours_early_blocks():
     profiles = flow.norm_placement_profiles()
     for (norm, depth), per_seed in profiles.items():
-        assert per_seed.shape == (len(flow.PLACEMENT["seeds"]), depth)
         assert np.all(np.isfinite(per_seed)) and np.all(per_seed > 0)
         assert np.all(per_seed.max(axis=1) / per_seed.min(axis=1) < 100)  # no geometric collapse
     deep_pre = profiles["pre", max(flow.PLACEMENT["depths"])]
@@ -143,12 +350,45 @@ def test_placement_profiles_do_not_collapse_and_pre_norm_favours_early_blocks():
     assert all(np.array_equal(recomputed[key], profiles[key]) for key in profiles)  # seeded: same numbers
 
 
+def test_placement_profile_rows_are_the_models_own_block_gradients():
+    """Row k of a profile is seed k's initialisation, and entry l the norm of block l's parameter gradient."""
+    from derivations.reference.model import TransformerConfig, init_params, loss_and_grads
+
+    depth, k = flow.PLACEMENT["depths"][0], 3
+    config = TransformerConfig(d_model=flow.PLACEMENT["d_model"], n_heads=flow.PLACEMENT["n_heads"],
+                               d_ff=flow.PLACEMENT["d_ff"], n_layers=depth, norm="post")
+    tokens, targets = flow._placement_batch(flow.PLACEMENT["batch"])
+    _, grads = loss_and_grads(init_params(config, flow.PLACEMENT["seeds"][k]), tokens, targets, config)
+    for l in range(depth):
+        expected = math.sqrt(sum(float(np.sum(g**2)) for name, g in grads.items() if name.startswith(f"block{l}.")))
+        assert flow.norm_placement_profiles()["post", depth][k, l] == pytest.approx(expected, rel=1e-12)
+
+
 def test_gpt2_scaling_stops_the_stream_from_growing():
     stream_plain, grads_plain = flow.residual_scaling_profile(24, scaled=False)
     stream_scaled, grads_scaled = flow.residual_scaling_profile(24, scaled=True)
     assert stream_plain[-1] > 10 * stream_plain[0]
     assert stream_scaled[-1] < 2 * stream_scaled[0]
     assert grads_scaled[0] / grads_scaled[-1] < grads_plain[0] / grads_plain[-1]
+    np.testing.assert_array_equal(grads_plain, flow.norm_placement_profiles()["pre", 24][0])  # same model, seed 0
+
+
+# ----------------------------------------------------------------------------- monitoring: scores per head
+
+
+def test_head_scores_are_the_scores_whose_softmax_the_model_uses():
+    from derivations.reference import softmax
+    from derivations.reference.model import TransformerConfig, forward_backward, init_params
+
+    config = TransformerConfig(d_model=16, n_heads=4, d_ff=32, n_layers=1)
+    params = init_params(config, seed=1)
+    _, _, trace = forward_backward(params, [[15, 17, 3, 19, 8], [2, 4, 6, 8, 10]], [8, 3], config, record=True)
+    scores = flow.head_scores(trace["activations"]["block0.in"], params["block0.attn.W_q"],
+                              params["block0.attn.W_k"], config.n_heads)
+    assert scores.shape == (2, 4, 5, 5)
+    np.testing.assert_allclose(softmax(scores)[0], trace["attention"][0], rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="n_heads"):
+        flow.head_scores(trace["activations"]["block0.in"], params["block0.attn.W_q"], params["block0.attn.W_k"], 3)
 
 
 # ----------------------------------------------------------------------------- clipping
@@ -167,13 +407,46 @@ def test_global_norm_clipping_keeps_direction_and_bounds_the_norm():
     assert by_value @ flat / np.linalg.norm(by_value) / np.linalg.norm(flat) < 0.99  # per-entry clipping turns it
 
 
-def test_clipping_turns_a_diverging_rnn_run_into_a_converging_one():
-    unclipped = flow.train_rnn_memory(None, lr=1.0, steps=60)
-    clipped = flow.train_rnn_memory(0.5, lr=1.0, steps=60)
-    assert unclipped.losses[0] == clipped.losses[0]  # the same start
-    assert not np.all(np.isfinite(unclipped.losses)) or unclipped.losses[-1] > 1e6
-    assert np.all(np.isfinite(clipped.losses)) and clipped.losses.max() <= clipped.losses[0] * 1.5
-    assert clipped.losses[-1] < 0.5 * clipped.losses[0]
+@pytest.mark.parametrize("max_norm", [None, 0.05])
+def test_rnn_memory_first_step_follows_the_true_gradient(max_norm):
+    """One SGD step recomputed independently: the draws in the documented order, a NumPy RNN, the
+    gradient by central differences, PyTorch's clipping coefficient, and the loss after the step."""
+    T, batch, d_in, d_h, lr, radius, seed = 3, 4, 2, 3, 0.3, 2.0, 5
+    rng = np.random.default_rng(seed)
+    W_xh = rng.standard_normal((d_in, d_h)) / math.sqrt(d_in)
+    W_hh = flow.scaled_orthogonal(d_h, radius, seed)
+    W_hy = rng.standard_normal((d_h, 1)) / math.sqrt(d_h)
+    x = rng.standard_normal((T, batch, d_in))
+    y = np.sign(x[0, :, :1])
+
+    def loss(W_xh, W_hh, b, W_hy):
+        h = np.zeros((batch, d_h))
+        for t in range(T):
+            h = np.tanh(x[t] @ W_xh + h @ W_hh + b)
+        return 0.5 * float(np.mean((h @ W_hy - y) ** 2))
+
+    params = [W_xh, W_hh, np.zeros(d_h), W_hy]
+    grads = [numerical_gradient(loss, params, i) for i in range(4)]
+    norm = math.sqrt(sum(float(np.sum(g**2)) for g in grads))
+    factor = max_norm / (norm + 1e-6) if max_norm is not None and norm > max_norm else 1.0
+    run = flow.train_rnn_memory(max_norm, steps=2, lr=lr, radius=radius, T=T, batch=batch, d_in=d_in, d_h=d_h,
+                                seed=seed)
+    assert run.losses[0] == pytest.approx(loss(*params), rel=1e-12)
+    assert run.grad_norms[0] == pytest.approx(norm, rel=1e-6)
+    assert max_norm is None or factor < 1  # the clipped case really clips
+    stepped = [p - lr * factor * g for p, g in zip(params, grads)]
+    assert run.losses[1] == pytest.approx(loss(*stepped), rel=1e-8)
+
+
+def test_clipping_turns_diverging_rnn_runs_into_converging_ones():
+    seeds = (0, 1, 2)
+    unclipped = flow.over_seeds(flow.train_rnn_memory, seeds, max_norm=None)
+    clipped = flow.over_seeds(flow.train_rnn_memory, seeds, max_norm=0.5)
+    np.testing.assert_array_equal(unclipped.losses[:, 0], clipped.losses[:, 0])  # the same start
+    for losses in unclipped.losses:
+        assert not np.all(losses <= 10 * losses[0])  # passes 10 x its start (or NaN) somewhere
+    assert np.all(np.isfinite(clipped.losses)) and np.all(clipped.losses.max(axis=1) <= clipped.losses[:, 0] * 1.5)
+    assert np.all(clipped.losses[:, -1] < 0.5 * clipped.losses[:, 0])
 
 
 # ----------------------------------------------------------------------------- initialisation
@@ -193,14 +466,55 @@ def test_he_keeps_relu_networks_in_range_and_xavier_halves_them():
 
 def test_debugging_miniatures_show_the_symptom_and_the_fix():
     zero, he = flow.train_mlp("zero", lr=0.1, steps=100), flow.train_mlp("he", lr=0.1, steps=100)
-    assert abs(zero.losses[-1] - zero.losses[0]) < 1e-3 * zero.losses[0]  # flat
+    assert abs(zero.losses[-1] - zero.losses[0]) < 0.05 * zero.losses[0]  # only the mean is fitted
     assert he.losses[-1] < 0.5 * he.losses[0]
     fast = flow.train_mlp("he", lr=1.0, steps=15)
     assert np.isnan(fast.losses[-1])
     unscaled, scaled = flow.train_attention_selector(False), flow.train_attention_selector(True)
     assert unscaled.losses[-1] < unscaled.losses[0]  # it does learn a little ...
-    assert unscaled.losses[-1] > 10 * scaled.losses[-1]  # ... then stalls far above the fixed run
+    assert unscaled.losses[-1] > 5 * scaled.losses[-1]  # ... then stalls far above the fixed run
     assert unscaled.saturated > 0.2 and scaled.saturated == 0.0
+
+
+def test_mlp_first_step_follows_the_true_gradient():
+    seed, lr = 3, 0.2
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((64, 8))
+    y = np.sin(X @ rng.standard_normal((8, 1)))
+    init = np.random.default_rng([seed, 1])
+    params = [init.standard_normal((8, 32)) * 0.5, np.zeros(32), init.standard_normal((32, 1)) / math.sqrt(32),
+              np.zeros(1)]
+
+    def loss(W1, b1, W2, b2):
+        return 0.5 * float(np.mean((np.maximum(X @ W1 + b1, 0.0) @ W2 + b2 - y) ** 2))
+
+    grads = [numerical_gradient(loss, params, i) for i in range(4)]
+    run = flow.train_mlp("he", lr=lr, steps=2, seed=seed)
+    np.testing.assert_allclose(run.first_grads["W1"], grads[0], rtol=1e-5, atol=1e-9)
+    assert run.losses[1] == pytest.approx(loss(*[p - lr * g for p, g in zip(params, grads)]), rel=1e-8)
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_attention_selector_first_step_follows_the_true_gradient(scaled):
+    """Without the factor the queries are multiplied by sqrt(d) before the reference attention divides by it:
+    a backward pass that forgets that factor (or the linear map's) fails here."""
+    n, d, n_keys, seed, lr = 6, 5, 3, 2, 0.7
+    rng = np.random.default_rng(seed)
+    X, K = rng.standard_normal((n, d)), rng.standard_normal((n_keys, d))
+    Y = np.eye(n_keys)[rng.integers(0, n_keys, n)]
+    W = rng.standard_normal((d, d)) / math.sqrt(d)
+    factor = 1 / math.sqrt(d) if scaled else 1.0
+
+    def loss(W):
+        s = X @ W @ K.T * factor
+        A = np.exp(s - s.max(axis=1, keepdims=True))
+        A /= A.sum(axis=1, keepdims=True)
+        return 0.5 * float(np.sum((A - Y) ** 2)) / n
+
+    grad = numerical_gradient(loss, [W], 0)
+    run = flow.train_attention_selector(scaled, steps=2, lr=lr, n=n, d=d, n_keys=n_keys, seed=seed)
+    assert run.losses[0] == pytest.approx(loss(W), rel=1e-12)
+    assert run.losses[1] == pytest.approx(loss(W - lr * grad), rel=1e-8)
 
 
 # ----------------------------------------------------------------------------- monitor
@@ -254,9 +568,9 @@ def test_monitor_flags_each_warning_sign_on_the_model():
 
 
 @pytest.mark.parametrize(("name", "line_ids"), [
-    ("deep_chain", ["chain-linear-0.5", "chain-tanh-3"]),
-    ("rnn_horizon", ["horizon-0-10·shift", "horizon-1-orthogonal"]),
-    ("gradient_flow", ["placement-post-48", "placement-pre-2"]),
+    ("deep_chain", ["chain-linear-0.5", "chain-tanh-3", "chain-tanh-3-band"]),
+    ("rnn_horizon", ["horizon-0-10·shift", "horizon-1-orthogonal", "horizon-1-orthogonal-band"]),
+    ("gradient_flow", ["placement-post-48", "placement-pre-2", "placement-post-48-band", "placement-ratio-pre"]),
 ])
 def test_figures_are_deterministic_and_draw_their_lines(name, line_ids):
     first, second = render(name), render(name)
@@ -265,58 +579,36 @@ def test_figures_are_deterministic_and_draw_their_lines(name, line_ids):
         assert f'id="{line_id}' in first
 
 
-# ----------------------------------------------------------------------------- the claims
+def test_placement_figure_draws_one_point_per_initialisation_and_depth():
+    svg = render("gradient_flow")
+    n_points = len(flow.PLACEMENT["seeds"]) * len(flow.PLACEMENT["depths"])
+    for norm in ("post", "pre"):
+        group = svg[svg.index(f'id="placement-ratio-{norm}"'):]
+        group = group[:group.index("</g>")]
+        assert group.count("<use ") == n_points
 
 
-def _wrong(claim_id, **changes):
-    claim = get_claim(claim_id)
-    return verify_claim(replace(claim, check=replace(claim.check, **changes)))
+def test_figure_text_typesets_its_formulas():
+    """Matplotlib writes every text's source into the SVG as a comment. Outside ``$...$`` (mathtext) no
+    source may carry ASCII math such as ``h_(l-1)`` or ``sigma^2``."""
+    for name in ("deep_chain", "rnn_horizon", "gradient_flow"):
+        sources = re.findall(r"<!-- (.*?) -->", render(name))
+        assert any("$" in text for text in sources), name  # the titles and labels are mathtext
+        outside_math = [re.sub(r"\$[^$]*\$", "", text) for text in sources]
+        assert not [text for text in outside_math if re.search(r"[_^]", text)], name
 
 
-def test_score_variance_claim_rejects_d_k_squared():
-    assert verify_claim(get_claim("attention.score-variance")).ok
-    assert not _wrong("attention.score-variance", claimed=lambda d_k: sp.Matrix([0, d_k**2])).ok
-    assert not _wrong("attention.score-variance", claimed=lambda d_k: sp.Matrix([0, sp.sqrt(d_k)])).ok
+def test_bands_span_the_seeds_at_every_point():
+    """The band of a curve runs from the smallest to the largest seed at each x: the seed axis, not the x axis."""
+    import matplotlib.pyplot as plt
+    from derivations.figures import flow as flow_figures
+    from derivations.figures._svg import figure
 
-
-def test_expectation_operator_uses_only_the_stated_moments():
-    q0, k0 = sp.symbols("q0 k0", real=True)
-    E = lambda e: flow_claims.expectation(e, flow_claims._unit_moments)  # noqa: E731
-    assert E(q0**2) == 1 and E(q0 * k0) == 0 and E(q0**2 * k0**2) == 1 and E(3 + q0) == 3
-    assert E(q0**4) == sp.Symbol("mu_4_q0")  # not assumed Gaussian: the fourth moment stays free
-
-
-def test_linear_variance_claim_rejects_a_missing_fan_in():
-    n_in_free = lambda n_in: sp.Matrix([0, flow_claims.sigma_W**2 * flow_claims.m_2])  # noqa: E731
-    assert not _wrong("init.linear-variance", claimed=n_in_free).ok
-
-
-def test_relu_claim_rejects_the_full_variance():
-    sigma = flow_claims.sigma
-    assert not _wrong("init.relu-halves", claimed=lambda: sp.Matrix([sigma**2, sp.Rational(1, 2)])).ok
-
-
-def test_rnn_step_claim_rejects_a_missing_tanh_derivative():
-    def no_slope(G, x, h, W_xh, W_hh, b):
-        return {"h": G * W_hh.T}
-
-    assert not _wrong("rnn.step.vjp", claimed=no_slope, grid={"n": (1,), "d_in": (1,), "d_h": (2,)}).ok
-
-
-def test_chain_rule_claim_rejects_the_reversed_product():
-    def reversed_product(n, depth):
-        actual, _ = flow_claims.chain_jacobians(n, depth)
-        ys = sp.symbols(f"y0:{n}", real=True)
-        xs = sp.symbols(f"x0:{n}", real=True)
-        hs = [list(xs)]
-        layers = [[sp.Function(f"f{l}_{r}") for r in range(n)] for l in range(depth)]
-        for layer in layers:
-            hs.append([f(*hs[-1]) for f in layer])
-        product = sp.eye(n)
-        for l, layer in enumerate(layers):
-            J = sp.Matrix(n, n, lambda r, c: sp.diff(layer[r](*ys), ys[c]).subs(dict(zip(ys, hs[l]))))
-            product = product * J  # J_1 J_2 ... instead of ... J_2 J_1
-        return product
-
-    assert not _wrong("chain-rule.jacobian-product", claimed=reversed_product,
-                      grid={"n": (2,), "depth": (2,)}).ok
+    per_seed = np.array([[1.0, 5.0, 2.0], [3.0, 1.0, 4.0]])  # [seed, x]
+    fig, ax = figure()
+    flow_figures._line_and_band(ax, np.arange(3), per_seed, np.median(per_seed, axis=0), "k", "test")
+    band = ax.collections[0].get_paths()[0].vertices
+    plt.close(fig)
+    for x in range(3):
+        ys = band[np.isclose(band[:, 0], x), 1]
+        assert ys.min() == per_seed[:, x].min() and ys.max() == per_seed[:, x].max()

@@ -1,5 +1,5 @@
 """The transformer layers of ``derivations.reference`` against PyTorch autograd, central differences
-and independent formulas; and every claim of ``derivations.symbolic.layers`` against wrong variants.
+and independent formulas (the claims' own tests are in test_claims.py and test_claim_ties.py).
 
 Nothing here compares with numbers produced by the code under test: expected values come from
 torch (an independent autodiff), from finite differences, from mpmath, or from hand-known facts.
@@ -7,13 +7,11 @@ torch (an independent autodiff), from finite differences, from mpmath, or from h
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import mpmath
 import numpy as np
 import pytest
-import sympy as sp
 import torch
 import torch.nn.functional as F
 
@@ -36,9 +34,6 @@ from derivations.reference import (
     relu,
     relu_backward,
 )
-from derivations.symbolic import layers as claims
-from derivations.symbolic.registry import VJPIdentity, symbol_matrix
-from derivations.symbolic.verify import verify_claim
 
 RTOL = 1e-10
 GRADCHECK_TOL = 1e-6  # central differences are good to ~1e-9 here; a wrong gradient is off by >1e-2
@@ -415,118 +410,3 @@ def test_multi_head_attention_rejects_bad_shapes():
     with pytest.raises(ValueError, match=r"mask \(4, 4\).*\(5, 5\)"):
         multi_head_attention(np.ones((5, 6)), I6, I6, I6, I6, n_heads=2, mask=np.ones((4, 4), dtype=bool))
 
-
-# ----------------------------------------------------------------------------- the claims reject wrong variants
-
-
-def scaled_by_two(check):
-    claimed = check.claimed
-    if isinstance(check, VJPIdentity):
-        return dataclasses.replace(
-            check, claimed=lambda *a, **k: {name: 2 * sp.Matrix(v) for name, v in claimed(*a, **k).items()}
-        )
-    return dataclasses.replace(check, claimed=lambda *a, **k: 2 * claimed(*a, **k))
-
-
-def claim(claim_id):
-    (found,) = [c for c in claims.CLAIMS if c.id == claim_id]
-    return found
-
-
-def rejected(original, **changes):
-    return not verify_claim(dataclasses.replace(original, check=dataclasses.replace(original.check, **changes))).ok
-
-
-@pytest.mark.parametrize("claim_id", [c.id for c in claims.CLAIMS])
-def test_claim_scaled_by_two_is_rejected(claim_id):
-    original = claim(claim_id)
-    result = verify_claim(dataclasses.replace(original, check=scaled_by_two(original.check)))
-    assert not result.ok and "differs at" in result.detail
-
-
-def _layer_norm_dx_dropping(term):
-    def claimed(G, X, gamma, beta):
-        out = sp.zeros(*X.shape)
-        for r in range(X.rows):
-            xhat, sigma = claims.layer_norm_row(list(X.row(r)))
-            gs = [G[r, c] * gamma[c] for c in range(X.cols)]
-            mean_g, mean_g_xhat = sum(gs) / X.cols, sum(a * b for a, b in zip(gs, xhat)) / X.cols
-            for c in range(X.cols):
-                kept = {"mean": mean_g, "projection": xhat[c] * mean_g_xhat}
-                kept.pop(term)
-                out[r, c] = (gs[c] - sum(kept.values())) / sigma
-        return {"X": out}
-
-    return claimed
-
-
-@pytest.mark.parametrize("term", ["mean", "projection"])
-def test_layernorm_vjp_with_a_dropped_term_is_rejected(term):
-    assert rejected(claim("layernorm.vjp.dx"), claimed=_layer_norm_dx_dropping(term))
-
-
-def test_layernorm_jacobian_without_the_xhat_outer_product_is_rejected():
-    def claimed(D):
-        xs, gamma = list(symbol_matrix("x", 1, D)), list(symbol_matrix("gamma", 1, D))
-        _, sigma = claims.layer_norm_row(xs)
-        return sp.Matrix(D, D, lambda m, n: gamma[m] / sigma * (sp.KroneckerDelta(m, n) - sp.Rational(1, D)))
-
-    assert rejected(claim("layernorm.jacobian"), claimed=claimed)
-
-
-@pytest.mark.parametrize("keep", ["p", "onehot"])
-def test_cross_entropy_gradient_with_a_dropped_term_is_rejected(keep):
-    def claimed(C):
-        p = claims.softmax_vector(list(symbol_matrix("z", 1, C)))
-        return sp.Matrix(C, C, lambda y, n: p[n] if keep == "p" else -sp.KroneckerDelta(y, n))
-
-    assert rejected(claim("cross-entropy.softmax-gradient"), claimed=claimed)
-
-
-def test_cross_entropy_mean_without_the_one_over_n_is_rejected():
-    claimed = claims.cross_entropy_mean_vjp
-    assert rejected(claim("cross-entropy.mean-vjp"), claimed=lambda G, Z: {"Z": claimed(G, Z)["Z"] * Z.rows})
-
-
-def test_gelu_derivatives_with_dropped_terms_are_rejected():
-    assert rejected(claim("gelu.exact-derivative"), claimed=lambda: claims.normal_cdf(claims.x))
-
-    def without_chain_factor():  # d u / dx taken as sqrt(2/pi), forgetting the cubic term
-        u, z = claims.tanh_argument(claims.x), claims.x
-        # In exponentials, like the claim's own sides: a tanh/exp mix sends SymPy's simplify astray.
-        return ((1 + sp.tanh(u)) / 2 + z / 2 * (1 - sp.tanh(u) ** 2) * sp.sqrt(2 / sp.pi)).rewrite(sp.exp)
-
-    assert rejected(claim("gelu.tanh-derivative"), claimed=without_chain_factor)
-
-
-def test_embedding_last_write_wins_is_rejected():
-    # ``dE[tokens] = dout`` keeps one row per repeated token instead of adding them.
-    def last_write(T, vocab, d):
-        G, tokens = symbol_matrix("G", T, d), claims.embedding_tokens(T, vocab)
-        dE = sp.zeros(vocab, d)
-        for t, v in enumerate(tokens):
-            dE[v, :] = G[t, :]
-        return dE
-
-    assert rejected(claim("embedding.scatter-add"), claimed=last_write)
-
-
-def test_residual_without_the_identity_is_rejected():
-    assert rejected(claim("residual.jacobian"), claimed=lambda n: claims.residual_jacobians(n)[1] - sp.eye(n))
-
-
-def test_heads_in_the_wrong_order_are_rejected():
-    def reversed_slices(G, **heads):
-        sliced = claims.concat_vjp(G, **heads)
-        return dict(zip(sliced, reversed(list(sliced.values()))))
-
-    assert rejected(claim("multi-head.concat-vjp"), claimed=reversed_slices)
-
-
-def test_clipping_norm_without_the_guard_is_rejected():
-    def exactly_c(n):
-        claimed = claims.clip_claimed(n)
-        claimed[-1] = claims.max_norm**2
-        return claimed
-
-    assert rejected(claim("clip.preserves-direction"), claimed=exactly_c)

@@ -1,5 +1,6 @@
-"""Training: reproducible, learning, cached (a second call does not train), keyed on code and settings;
-and the chapter's figures drawn from a run are byte-for-byte deterministic.
+"""Training: reproducible, learning, cached (a second call does not train), keyed on code and settings.
+
+The chapter's figures drawn from a run are tested in ``test_transformer_figures.py``.
 
 Every run here uses a tiny configuration; the chapter's full run is never started by these tests.
 """
@@ -15,8 +16,6 @@ import sys
 import numpy as np
 import pytest
 
-from derivations.figures import FIGURES
-from derivations.figures import transformer as figures
 from derivations.reference import train as training
 from derivations.reference.model import TransformerConfig, stage_names
 from derivations.reference.train import TrainingRun, TrainingSettings, cache_path, load_or_train, train
@@ -140,37 +139,3 @@ def test_the_package_does_not_import_mkdocs():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mkdocs', 'markdown_exec')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
-
-
-# ----------------------------------------------------------------------------- figures
-
-
-@pytest.mark.parametrize("draw", [figures.draw_training_curves, figures.draw_attention, figures.draw_gradient_norms])
-def test_figures_from_a_run_are_deterministic(draw, tiny_run):
-    first = draw(tiny_run)
-    assert first == draw(tiny_run) == draw(train(TINY))
-    assert first.lstrip().startswith("<?xml")
-
-
-def test_figure_contents(tiny_run):
-    curves = figures.draw_training_curves(tiny_run)
-    for gid in ("training-loss", "held-out-loss", "held-out-accuracy"):
-        assert f'id="{gid}"' in curves
-    attention_svg = figures.draw_attention(tiny_run)
-    assert attention_svg.count('id="attention-before-block0-head') == 2
-    assert attention_svg.count('id="attention-after-block0-head') == 2
-    norms = figures.draw_gradient_norms(tiny_run)
-    assert all(f'id="stage-norms-step{s}"' in norms for s in (0, 30, 60))
-    groups = figures.param_group_norms(tiny_run)
-    assert list(groups) == ["embed", "block0.attn", "block0.ln1", "block0.ffn", "block0.ln2", "head"]
-    total = np.sqrt(sum(v**2 for v in tiny_run.param_grad_norms.values()))
-    np.testing.assert_allclose(np.sqrt(sum(v**2 for v in groups.values())), total, rtol=1e-12)
-
-
-def test_diagram_is_deterministic_and_registered():
-    for name in ("transformer_backward_diagram", "transformer_training_curves", "transformer_attention",
-                 "transformer_gradient_norms"):
-        assert name in FIGURES
-    svg = figures.transformer_backward_diagram()
-    assert svg == figures.transformer_backward_diagram()
-    assert "p − y" in svg and "scatter-add" in svg  # text stays text

@@ -3,28 +3,31 @@
 - ``attention_weights``: the chapter's worked example, its weights ``A`` and its
   score gradient ``dS``, as annotated heatmaps.
 - ``softmax_saturation``: how the softmax Jacobian collapses as scores grow, with
-  and without the ``1/sqrt(d_k)`` factor.
+  and without the ``1/sqrt(d_k)`` factor: the median over the experiment's seeds as
+  a line, their range as a band.
 
-Both draw their numbers from ``derivations.reference`` and its shared examples,
-so the figures show exactly what the page computes.
+Both draw their numbers from ``derivations.experiments.attention``, the functions the
+page calls, so the figures show exactly what the page computes. Titles and labels use
+matplotlib's mathtext for their symbols; tick labels stay plain text (Unicode
+superscripts), because mathtext on every tick would triple the drawing time.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
 from ..reference import attention, softmax_backward
-from ..experiments.attention import SATURATION_D_K, attention_worked_example, softmax_jacobian_norms
+from ..experiments.attention import attention_worked_example, saturation_curves
 from . import register
 from ._svg import figure, to_svg
 
-# Ids of the heatmap elements in the SVG (``<g id=...>``): stable names a test can count.
+# Ids of the figures' elements in the SVG (``<g id=...>``): stable names a test can count.
 WEIGHTS_ID = "attention-weights"
 SCORE_GRADIENT_ID = "score-gradient"
 SATURATION_ID = "saturation"
 
-SATURATION_MULTIPLIERS = np.logspace(-2, 2, 49)
 SATURATION_FLOOR = 1e-6  # bottom of the log axis; smaller norms leave the plot downwards
 
 _SUPERSCRIPT = str.maketrans("-0123456789", "\u207b\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079")
@@ -54,8 +57,8 @@ def _heatmap(ax, values, gid: str, title: str, diverging: bool):
             text.set_gid(f"{gid}-cell-{i}-{j}")
     ax.set_xticks(np.arange(n_cols) + 0.5, [str(j) for j in range(n_cols)])
     ax.set_yticks(np.arange(n_rows) + 0.5, [str(i) for i in range(n_rows)])
-    ax.set_xlabel("key j")
-    ax.set_ylabel("query i")
+    ax.set_xlabel(r"key $j$")
+    ax.set_ylabel(r"query $i$")
     ax.invert_yaxis()  # query 0 on top, as the matrix is printed
     ax.set_aspect("equal")
     ax.tick_params(length=0)
@@ -70,47 +73,58 @@ def attention_weights() -> str:
     """Weights ``A`` and score gradient ``dS`` of the chapter's worked example, side by side."""
     Q, K, V, dO = attention_worked_example()
     _, cache = attention(Q, K, V)
-    A = cache[3]
-    dS = softmax_backward(dO @ V.T, (A,))
+    _, _, _, A = cache  # attention's cache is (Q, K, V, A)
+    dS = softmax_backward(dO @ V.T, (A,))  # softmax's cache is its output
 
     fig, (left, right) = figure(1, 2, figsize=(8.0, 2.9))
-    mesh = _heatmap(left, A, WEIGHTS_ID, "attention weights A (rows sum to 1)", diverging=False)
+    mesh = _heatmap(left, A, WEIGHTS_ID, r"attention weights $A$ (rows sum to 1)", diverging=False)
     fig.colorbar(mesh, ax=left, shrink=0.8)
-    mesh = _heatmap(right, dS, SCORE_GRADIENT_ID, "score gradient dS (rows sum to 0)", diverging=True)
+    mesh = _heatmap(right, dS, SCORE_GRADIENT_ID, r"score gradient $\partial L / \partial S$ (rows sum to 0)",
+                    diverging=True)
     fig.colorbar(mesh, ax=right, shrink=0.8)
     return to_svg(fig)
 
 
 @register("softmax_saturation")
 def softmax_saturation() -> str:
-    """Mean softmax-Jacobian norm against a score multiplier, for several ``d_k``, scaled and unscaled."""
-    fig, ax = figure(figsize=(6.8, 4.2))
+    """Mean softmax-Jacobian norm against a score multiplier, per ``d_k``, scaled and unscaled, over seeds.
+
+    Each width and style is a line (the median over the seeds, ``gid``
+    ``saturation-dk{d_k}-scaled`` or ``-unscaled``) over a band (the range, ``...-band``).
+    """
+    curves = saturation_curves()
+    c = curves.multipliers
+    fig, ax = figure(figsize=(6.8, 4.4))
     colors = ("#1b9e77", "#d95f02", "#7570b3")
-    for d_k, color in zip(SATURATION_D_K, colors):
-        for scaled, style in ((True, "-"), (False, "--")):
-            norms = softmax_jacobian_norms(d_k, SATURATION_MULTIPLIERS, scaled)
+    for w, (d_k, color) in enumerate(zip(curves.d_k, colors)):
+        for norms, style, kind in ((curves.scaled, "-", "scaled"), (curves.unscaled, "--", "unscaled")):
             # Norms that underflow to 0 would vanish from a log axis; floor them so the line leaves the plot.
-            line, = ax.plot(SATURATION_MULTIPLIERS, np.maximum(norms, 1e-300), style, color=color, linewidth=1.8)
-            line.set_gid(f"{SATURATION_ID}-dk{d_k}-{'scaled' if scaled else 'unscaled'}")
+            per_seed = np.maximum(norms[:, w, :], 1e-300)  # [seed, multiplier]
+            band = ax.fill_between(c, per_seed.min(axis=0), per_seed.max(axis=0), color=color, alpha=0.18,
+                                   linewidth=0)
+            band.set_gid(f"{SATURATION_ID}-dk{d_k}-{kind}-band")
+            line, = ax.plot(c, np.median(per_seed, axis=0), style, color=color, linewidth=1.8)
+            line.set_gid(f"{SATURATION_ID}-dk{d_k}-{kind}")
     ax.axvline(1.0, color="0.5", linewidth=0.8, linestyle=":")
-    ax.annotate("standard attention (c = 1)", xy=(1.0, 2 * SATURATION_FLOOR), xytext=(-3, 0),
-                textcoords="offset points", rotation=90, ha="right", va="bottom", color="0.35", fontsize=9)
+    ax.annotate(r"standard attention, $c = 1$", xy=(1.0, 0.75), xytext=(4, 0), textcoords="offset points",
+                ha="left", va="center", color="0.35", fontsize=9)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_ylim(SATURATION_FLOOR, 1.0)
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_major_formatter(FuncFormatter(_power_of_ten))
-    ax.set_xlim(SATURATION_MULTIPLIERS[0], SATURATION_MULTIPLIERS[-1])
-    # Unicode, not mathtext: with text kept as text, mathtext would split labels into one element per glyph.
-    ax.set_xlabel("score multiplier c   (scores = c·QKᵀ/√dₖ, or c·QKᵀ unscaled)")
+    ax.set_xlim(c[0], c[-1])
+    ax.set_xlabel(r"score multiplier $c$: scores $c\,QK^{\top}/\sqrt{d_k}$, or $c\,QK^{\top}$ without the scale")
     ax.set_ylabel("mean Frobenius norm of the softmax Jacobian")
     ax.set_title("The softmax gradient collapses as scores grow")
 
     width_handles = [ax.plot([], [], color=color, linewidth=1.8)[0] for color in colors]
-    width_legend = ax.legend(width_handles, [f"dₖ = {d_k}" for d_k in SATURATION_D_K], loc="lower left",
+    width_legend = ax.legend(width_handles, [rf"$d_k = {d_k}$" for d_k in curves.d_k], loc="lower left",
                              frameon=False, title="key width", alignment="left")
     ax.add_artist(width_legend)
     style_handles = [ax.plot([], [], style, color="0.3", linewidth=1.8)[0] for style in ("-", "--")]
-    ax.legend(style_handles, ["with 1/√dₖ", "without"], loc="lower left", bbox_to_anchor=(0.2, 0.0),
-              frameon=False, title="scores", alignment="left")
+    style_handles.append(Patch(color="0.3", alpha=0.18, linewidth=0))
+    ax.legend(style_handles, [r"with $1/\sqrt{d_k}$", "without", "range"], loc="lower left",
+              bbox_to_anchor=(0.2, 0.0), frameon=False, alignment="left",
+              title=f"scores: median and range\nover {len(curves.seeds)} seeds")
     return to_svg(fig)

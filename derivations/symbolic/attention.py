@@ -1,263 +1,147 @@
-"""Claims of the attention chapter: chain rule, scores, softmax, output, full VJP, masking.
+"""Claims of the attention chapter: the chain rule, scores, softmax, output, masking.
 
-Forward pass (``i`` query, ``j``/``k`` key, ``a`` key feature, ``b`` value feature)::
+Forward pass, one op per equation (``i`` query, ``j``/``k`` key, ``a`` key feature,
+``b`` value feature)::
 
-    S^{ij} = Q^{ia} K^{ja} / sqrt(d_k)      A^{ij} = softmax_j(S^{ij})      O^{ib} = A^{ij} V^{jb}
+    scores   S = Q K^T / sqrt(d_k)
+    softmax  A^{ij} = e^{S^{ij}} / Z^{i},   Z^{i} = sum_k e^{S^{ik}}
+    output   O = A V
+
+Each backward claim is stated with respect to its op's own input (``dQ`` from ``dS``, not
+from ``dO``): a polynomial or softmax identity SymPy proves for all sizes. The whole
+backward pass is their composition, which the tests evaluate numerically against
+``attention_backward``.
 """
 
 from __future__ import annotations
 
 import sympy as sp
 
-from .registry import Claim, ExprIdentity, IndexIdentity, VJPIdentity, symbol_matrix
+from .notation import (Contraction, RowSum, Softmax, grad, i, j, k, m, matrix, n, a, b, size)
+from .registry import Claim, Derivation, Op, define
+from .chain import chain_rule, chain_rule_matrix, x, y, dx, dy, X, Y, dX, dY, n_y, m_y
 
-# ----------------------------------------------------------------------------- symbols
+D, delta, sqrt = sp.Derivative, sp.KroneckerDelta, sp.sqrt
+odot = sp.HadamardProduct
 
-n_q, n_k, d_k, d_v = sp.symbols("n_q n_k d_k d_v", integer=True, positive=True)
-i, j, k, m, n, a, b = sp.symbols("i j k m n a b", integer=True, nonnegative=True)
-Q, K, V, S, A = (sp.IndexedBase(name) for name in "QKVSA")
+n_q, n_k = size("n_q", "queries"), size("n_k", "keys")
+d_k, d_v = size("d_k", "key features"), size("d_v", "value features")
+Q, K, V = matrix("Q", n_q, d_k), matrix("K", n_k, d_k), matrix("V", n_k, d_v)
+S, A, O, Z = matrix("S", n_q, n_k), matrix("A", n_q, n_k), matrix("O", n_q, d_v), matrix("Z", n_q, 1)
+dQ, dK, dV, dS, dA, dO = map(grad, (Q, K, V, S, A, O))
 
-GRID_SMALL = (1, 2, 3)
+# ----------------------------------------------------------------------------- the ops
 
+scores = Op("scores", defs=(define(S, Q * K.T / sqrt(d_k)),))
+softmax = Op("softmax", defs=(define(A[i, j], sp.exp(S[i, j]) / Z[i, 0]),
+                              define(Z[i, 0], sp.Sum(sp.exp(S[i, k]), (k, 0, n_k - 1)))))
+output = Op("output", defs=(define(O, A * V),))
 
-# ----------------------------------------------------------------------------- matrix helpers
-
-
-def softmax_rows(S: sp.Matrix, allowed=None) -> sp.Matrix:
-    """Row softmax of a symbolic matrix; entries with ``allowed(r, c)`` False are exactly 0."""
-    allowed = allowed or (lambda r, c: True)
-    out = sp.zeros(*S.shape)
-    for r in range(S.rows):
-        cols = [c for c in range(S.cols) if allowed(r, c)]
-        total = sum(sp.exp(S[r, c]) for c in cols)
-        for c in cols:
-            out[r, c] = sp.exp(S[r, c]) / total
-    return out
-
-
-def rowsum(M: sp.Matrix) -> sp.Matrix:
-    """Column vector of row sums."""
-    return M * sp.ones(M.cols, 1)
+# Causal attention is square: n_k = n_q. Its op works at grid sizes, where the mask is explicit.
+S_c, A_c = S.subs(n_k, n_q), A.subs(n_k, n_q)
+causal_softmax = Op("causal softmax", defs=(define(A_c, Softmax(S_c, causal=True)),), grid={n_q: (1, 2, 3)})
 
 
-def softmax_vjp(A: sp.Matrix, dA: sp.Matrix) -> sp.Matrix:
-    """The claimed softmax VJP in row-sum form, ``A * (dA - rowsum(A * dA))``."""
-    return A.multiply_elementwise(dA - rowsum(A.multiply_elementwise(dA)) * sp.ones(1, A.cols))
+def softmax_vjp_rows(A, dA):
+    """The softmax backward in row-sum form, ``A * (dA - rowsum(A * dA))``."""
+    return odot(A, dA - RowSum(odot(A, dA)))
 
 
-def causal(r: int, c: int) -> bool:
-    return c <= r
+components = Op("components")  # no definitions: only what it means to differentiate a component
 
-
-def zero_where_masked(M: sp.Matrix, allowed) -> sp.Matrix:
-    """``M`` with a literal 0 wherever ``allowed`` is False: the claim states those are exact zeros."""
-    return sp.Matrix(M.rows, M.cols, lambda r, c: M[r, c] if allowed(r, c) else 0)
-
-
-def attention_forward(Q, K, V, allowed=None):
-    S = Q * K.T / sp.sqrt(Q.cols)
-    A = softmax_rows(S, allowed)
-    return A, A * V
-
-
-def attention_vjp(G, Q, K, V, allowed=None):
-    """The claimed matrix-form backward pass of attention."""
-    A, _ = attention_forward(Q, K, V, allowed)
-    dA = G * V.T
-    dS = softmax_vjp(A, dA)
-    scale = 1 / sp.sqrt(Q.cols)
-    return {"Q": scale * dS * K, "K": scale * dS.T * Q, "V": A.T * G}
-
-
-def qkv_shapes(n_q, n_k, d_k, d_v):
-    return {"Q": (n_q, d_k), "K": (n_k, d_k), "V": (n_k, d_v)}
-
-
-def _chain_rule_cases(n_x: int, n_y: int):
-    xs = sp.symbols(f"x0:{n_x}", real=True)
-    ys = sp.symbols(f"y0:{n_y}", real=True)
-    y_of_x = [sp.Function(f"y{r}")(*xs) for r in range(n_y)]
-    L = sp.Function("L")
-    actual = sp.Matrix([[sp.diff(L(*y_of_x), x) for x in xs]])
-    claimed = sp.Matrix(
-        [
-            [
-                sum(sp.diff(L(*ys), ys[r]).subs(dict(zip(ys, y_of_x))) * sp.diff(y_of_x[r], x) for r in range(n_y))
-                for x in xs
-            ]
-        ]
-    )
-    return actual, claimed
-
+JACOBIAN = "a Jacobian entry: the backward pass contracts it with the upstream gradient and never builds it"
 
 # ----------------------------------------------------------------------------- the claims
 
 CLAIMS = [
-    Claim(
-        id="chain-rule.contraction",
-        title="Chain rule: the intermediate index is summed",
-        latex=r"\frac{\partial L}{\partial x^{n}} = \frac{\partial L}{\partial y^{i}}\,\frac{\partial y^{i}}{\partial x^{n}}",
-        check=ExprIdentity(
-            actual=lambda n_x, n_y: _chain_rule_cases(n_x, n_y)[0],
-            claimed=lambda n_x, n_y: _chain_rule_cases(n_x, n_y)[1],
-            grid={"n_x": GRID_SMALL, "n_y": GRID_SMALL},
-        ),
-    ),
-    Claim(
-        id="attention.scores.dQ",
-        title="Scores with respect to queries",
-        latex=r"\frac{\partial S^{ij}}{\partial Q^{mn}} = \frac{1}{\sqrt{d_k}}\,\delta^{i}_{m}\,K^{jn}",
-        check=IndexIdentity(
-            actual=lambda: sp.diff(sp.Sum(Q[i, a] * K[j, a], (a, 0, d_k - 1)) / sp.sqrt(d_k), Q[m, n]),
-            claimed=lambda: sp.KroneckerDelta(i, m) * K[j, n] / sp.sqrt(d_k),
-            ranges={n: d_k},
-        ),
-    ),
-    Claim(
-        id="attention.scores.dK",
-        title="Scores with respect to keys",
-        latex=r"\frac{\partial S^{ij}}{\partial K^{mn}} = \frac{1}{\sqrt{d_k}}\,\delta^{j}_{m}\,Q^{in}",
-        check=IndexIdentity(
-            actual=lambda: sp.diff(sp.Sum(Q[i, a] * K[j, a], (a, 0, d_k - 1)) / sp.sqrt(d_k), K[m, n]),
-            claimed=lambda: sp.KroneckerDelta(j, m) * Q[i, n] / sp.sqrt(d_k),
-            ranges={n: d_k},
-        ),
-    ),
-    Claim(
-        id="attention.output.dA",
-        title="Output with respect to attention weights",
-        latex=r"\frac{\partial O^{ib}}{\partial A^{mn}} = \delta^{i}_{m}\,V^{nb}",
-        check=IndexIdentity(
-            actual=lambda: sp.diff(sp.Sum(A[i, j] * V[j, b], (j, 0, n_k - 1)), A[m, n]),
-            claimed=lambda: sp.KroneckerDelta(i, m) * V[n, b],
-            ranges={n: n_k},
-        ),
-    ),
-    Claim(
-        id="attention.output.dV",
-        title="Output with respect to values",
-        latex=r"\frac{\partial O^{ib}}{\partial V^{mn}} = A^{im}\,\delta^{b}_{n}",
-        check=IndexIdentity(
-            actual=lambda: sp.diff(sp.Sum(A[i, j] * V[j, b], (j, 0, n_k - 1)), V[m, n]),
-            claimed=lambda: A[i, m] * sp.KroneckerDelta(b, n),
-            ranges={m: n_k},
-        ),
-    ),
-    Claim(
-        id="softmax.jacobian",
-        title="Softmax Jacobian",
-        latex=r"\frac{\partial A^{ij}}{\partial S^{mn}} = \delta^{i}_{m}\,A^{ij}\left(\delta^{j}_{n} - A^{in}\right)",
-        check=IndexIdentity(
-            actual=lambda: sp.diff(sp.exp(S[i, j]) / sp.Sum(sp.exp(S[i, k]), (k, 0, n_k - 1)), S[m, n]),
-            claimed=lambda: (
-                sp.KroneckerDelta(i, m)
-                * sp.exp(S[i, j])
-                / sp.Sum(sp.exp(S[i, k]), (k, 0, n_k - 1))
-                * (sp.KroneckerDelta(j, n) - sp.exp(S[i, n]) / sp.Sum(sp.exp(S[i, k]), (k, 0, n_k - 1)))
-            ),
-            ranges={n: n_k, j: n_k},
-        ),
-    ),
-    Claim(
-        id="softmax.vjp",
-        title="Softmax backward in row-sum form",
-        latex=(
-            r"\frac{\partial L}{\partial S^{mn}} = A^{mn}\Big(\frac{\partial L}{\partial A^{mn}}"
-            r" - \sum_{k} A^{mk}\,\frac{\partial L}{\partial A^{mk}}\Big)"
-        ),
-        check=VJPIdentity(
-            shapes=lambda n_q, n_k: {"S": (n_q, n_k)},
-            forward=lambda S: softmax_rows(S),
-            claimed=lambda G, S: {"S": softmax_vjp(softmax_rows(S), G)},
-            grid={"n_q": GRID_SMALL, "n_k": GRID_SMALL},
-        ),
-    ),
-    Claim(
-        id="attention.vjp.dV",
-        title="Attention backward: values",
-        latex=r"\frac{\partial L}{\partial V} = A^{\top}\,\frac{\partial L}{\partial O}",
-        check=VJPIdentity(
-            shapes=qkv_shapes,
-            forward=lambda Q, K, V: attention_forward(Q, K, V)[1],
-            claimed=lambda G, Q, K, V: {"V": attention_vjp(G, Q, K, V)["V"]},
-            grid={"n_q": GRID_SMALL, "n_k": GRID_SMALL, "d_k": GRID_SMALL, "d_v": GRID_SMALL},
-        ),
-    ),
-    Claim(
-        id="attention.vjp.dA",
-        title="Attention backward: weights",
-        latex=r"\frac{\partial L}{\partial A} = \frac{\partial L}{\partial O}\,V^{\top}",
-        check=VJPIdentity(
-            shapes=lambda n_q, n_k, d_v: {"A": (n_q, n_k), "V": (n_k, d_v)},
-            forward=lambda A, V: A * V,
-            claimed=lambda G, A, V: {"A": G * V.T},
-            grid={"n_q": GRID_SMALL, "n_k": GRID_SMALL, "d_v": GRID_SMALL},
-        ),
-    ),
-    Claim(
-        id="attention.vjp.dQ",
-        title="Attention backward: queries",
-        latex=r"\frac{\partial L}{\partial Q} = \frac{1}{\sqrt{d_k}}\,\frac{\partial L}{\partial S}\,K",
-        check=VJPIdentity(
-            shapes=qkv_shapes,
-            forward=lambda Q, K, V: attention_forward(Q, K, V)[1],
-            claimed=lambda G, Q, K, V: {"Q": attention_vjp(G, Q, K, V)["Q"]},
-            grid={"n_q": GRID_SMALL, "n_k": GRID_SMALL, "d_k": GRID_SMALL, "d_v": GRID_SMALL},
-        ),
-    ),
-    Claim(
-        id="attention.vjp.dK",
-        title="Attention backward: keys",
-        latex=r"\frac{\partial L}{\partial K} = \frac{1}{\sqrt{d_k}}\left(\frac{\partial L}{\partial S}\right)^{\top} Q",
-        check=VJPIdentity(
-            shapes=qkv_shapes,
-            forward=lambda Q, K, V: attention_forward(Q, K, V)[1],
-            claimed=lambda G, Q, K, V: {"K": attention_vjp(G, Q, K, V)["K"]},
-            grid={"n_q": GRID_SMALL, "n_k": GRID_SMALL, "d_k": GRID_SMALL, "d_v": GRID_SMALL},
-        ),
-    ),
-    Claim(
-        id="attention.rowsum-identity",
-        title="The row sum used by memory-efficient kernels",
-        latex=(
-            r"\sum_{j} A^{ij}\,\frac{\partial L}{\partial A^{ij}} = \sum_{b} \frac{\partial L}{\partial O^{ib}}\,O^{ib}"
-        ),
-        check=ExprIdentity(
-            actual=lambda n_q, n_k, d_v: rowsum(
-                symbol_matrix("A", n_q, n_k).multiply_elementwise(symbol_matrix("G", n_q, d_v) * symbol_matrix("V", n_k, d_v).T)
-            ),
-            claimed=lambda n_q, n_k, d_v: rowsum(
-                symbol_matrix("G", n_q, d_v).multiply_elementwise(symbol_matrix("A", n_q, n_k) * symbol_matrix("V", n_k, d_v))
-            ),
-            grid={"n_q": GRID_SMALL, "n_k": GRID_SMALL, "d_v": GRID_SMALL},
-        ),
-    ),
-    Claim(
-        id="attention.causal.zero-gradient",
-        title="Causal mask: masked scores get exactly zero gradient",
-        latex=(
-            r"\frac{\partial L}{\partial S^{ij}} = 0 \quad (j > i),\qquad"
-            r"\frac{\partial L}{\partial S} = A \odot \Big(\frac{\partial L}{\partial A} - \operatorname{rowsum}\big(A \odot \frac{\partial L}{\partial A}\big)\Big)"
-        ),
-        check=VJPIdentity(
-            shapes=lambda n: {"S": (n, n)},
-            forward=lambda S: softmax_rows(S, causal),
-            claimed=lambda G, S: {"S": zero_where_masked(softmax_vjp(softmax_rows(S, causal), G), causal)},
-            grid={"n": (1, 2, 3, 4)},
-        ),
-    ),
-    Claim(
-        id="attention.causal.vjp",
-        title="Causal attention backward: same formulas, masked weights",
-        latex=(
-            r"A^{ij} = 0 \ (j > i) \;\Rightarrow\; \frac{\partial L}{\partial Q},\ \frac{\partial L}{\partial K},"
-            r"\ \frac{\partial L}{\partial V} \text{ keep their unmasked form}"
-        ),
-        check=VJPIdentity(
-            shapes=lambda n, d_k, d_v: qkv_shapes(n, n, d_k, d_v),
-            forward=lambda Q, K, V: attention_forward(Q, K, V, causal)[1],
-            claimed=lambda G, Q, K, V: attention_vjp(G, Q, K, V, causal),
-            grid={"n": GRID_SMALL, "d_k": GRID_SMALL, "d_v": GRID_SMALL},
-        ),
-    ),
+    Claim("chain-rule.contraction", "Chain rule: the intermediate index is summed", chain_rule,
+          dx[0, n], Contraction(dy[0, i] * D(y[0, i], x[0, n]), (i, 0, n_y - 1)),
+          no_impl="a rule of calculus, not an operation"),
+    Claim("chain-rule.contraction-matrix", "Chain rule for matrices: both intermediate indices are summed",
+          chain_rule_matrix, dX[m, n], Contraction(dY[i, b] * D(Y[i, b], X[m, n]), (i, 0, n_y - 1), (b, 0, m_y - 1)),
+          no_impl="a rule of calculus, not an operation"),
+    Claim("notation.component-derivative", "A component's derivative is a product of deltas", components,
+          D(Q[i, a], Q[m, n]), delta(i, m) * delta(a, n), no_impl="notation, not an operation"),
+    Claim("attention.scores.dQ", "Scores with respect to queries", scores,
+          D(S[i, j], Q[m, n]), delta(i, m) * K[j, n] / sqrt(d_k), no_impl=JACOBIAN),
+    Claim("attention.scores.dK", "Scores with respect to keys", scores,
+          D(S[i, j], K[m, n]), delta(j, m) * Q[i, n] / sqrt(d_k), no_impl=JACOBIAN),
+    Claim("attention.output.dA", "Output with respect to attention weights", output,
+          D(O[i, b], A[m, n]), delta(i, m) * V[n, b], no_impl=JACOBIAN),
+    Claim("attention.output.dV", "Output with respect to values", output,
+          D(O[i, b], V[m, n]), A[i, m] * delta(b, n), no_impl=JACOBIAN),
+    Claim("softmax.jacobian", "Softmax Jacobian", softmax,
+          D(A[i, j], S[m, n]), delta(i, m) * A[i, j] * (delta(j, n) - A[i, n]), no_impl=JACOBIAN),
+    Claim("softmax.vjp", "Softmax backward in index form", softmax,
+          dS[m, n], A[m, n] * (dA[m, n] - sp.Sum(A[m, k] * dA[m, k], (k, 0, n_k - 1))),
+          impl="softmax_backward:dx"),
+    Claim("softmax.vjp-rowsum", "Softmax backward in row-sum form", softmax,
+          dS, softmax_vjp_rows(A, dA), impl="softmax_backward:dx"),
+    Claim("attention.vjp.dV", "Attention backward: values", output, dV, A.T * dO, impl="attention_backward:dV"),
+    Claim("attention.vjp.dA", "Attention backward: weights", output, dA, dO * V.T,
+          no_impl="an intermediate of attention_backward, which returns dQ, dK and dV; the tests check it "
+                  "through them (attention.vjp.dQ and dK are evaluated from it)"),
+    Claim("attention.vjp.dQ", "Attention backward: queries", scores, dQ, dS * K / sqrt(d_k),
+          impl="attention_backward:dQ"),
+    Claim("attention.vjp.dK", "Attention backward: keys", scores, dK, dS.T * Q / sqrt(d_k),
+          impl="attention_backward:dK"),
+    Claim("attention.rowsum-identity", "The row sum used by memory-efficient kernels", output,
+          sp.Sum(A[i, j] * dA[i, j], (j, 0, n_k - 1)), sp.Sum(dO[i, b] * O[i, b], (b, 0, d_v - 1)),
+          no_impl="the reference computes the row sum from the weights (softmax_backward); "
+                  "the page's blockwise sketch uses this form"),
+    Claim("attention.causal.zero-gradient", "Causal mask: masked scores get exactly zero gradient", causal_softmax,
+          grad(S_c)[i, j], sp.Integer(0), when=j > i, impl="softmax_backward:dx"),
+    Claim("attention.causal.vjp", "Causal softmax backward: the row-sum form with the masked weights",
+          causal_softmax, grad(S_c), softmax_vjp_rows(A_c, grad(A_c)), impl="softmax_backward:dx"),
+]
+
+# ----------------------------------------------------------------------------- the derivations
+
+DERIVATIONS = [
+    Derivation("chain-rule.summation", "The summation convention, written out", chain_rule, (
+        dx[0, n],
+        Contraction(dy[0, i] * D(y[0, i], x[0, n]), (i, 0, n_y - 1)),
+        sp.Sum(dy[0, i] * D(y[0, i], x[0, n]), (i, 0, n_y - 1)),
+    )),
+    Derivation("attention.vjp.dV.index", "Values: the delta removes the sum over features", output, (
+        dV[m, n],
+        Contraction(dO[i, b] * D(O[i, b], V[m, n]), (i, 0, n_q - 1), (b, 0, d_v - 1)),
+        Contraction(dO[i, b] * A[i, m] * delta(b, n), (i, 0, n_q - 1), (b, 0, d_v - 1)),
+        Contraction(A[i, m] * dO[i, n], (i, 0, n_q - 1)),
+    )),
+    Derivation("attention.vjp.dA.index", "Weights: the delta removes the sum over queries", output, (
+        dA[m, n],
+        Contraction(dO[i, b] * D(O[i, b], A[m, n]), (i, 0, n_q - 1), (b, 0, d_v - 1)),
+        Contraction(dO[i, b] * delta(i, m) * V[n, b], (i, 0, n_q - 1), (b, 0, d_v - 1)),
+        Contraction(dO[m, b] * V[n, b], (b, 0, d_v - 1)),
+    )),
+    Derivation("softmax.quotient-rule", "Softmax within one row: the quotient rule", softmax, (
+        D(A[i, j], S[i, n]),
+        (delta(j, n) * sp.exp(S[i, j]) * Z[i, 0] - sp.exp(S[i, j]) * sp.exp(S[i, n])) / Z[i, 0] ** 2,
+        A[i, j] * delta(j, n) - A[i, j] * A[i, n],
+    )),
+    Derivation("softmax.vjp.index", "Softmax backward: contracting the Jacobian", softmax, (
+        dS[m, n],
+        sp.Sum(dA[i, j] * delta(i, m) * A[i, j] * (delta(j, n) - A[i, n]), (i, 0, n_q - 1), (j, 0, n_k - 1)),
+        sp.Sum(dA[m, j] * A[m, j] * delta(j, n), (j, 0, n_k - 1))
+        - sp.Sum(A[m, j] * dA[m, j], (j, 0, n_k - 1)) * A[m, n],
+        A[m, n] * (dA[m, n] - sp.Sum(A[m, k] * dA[m, k], (k, 0, n_k - 1))),
+    ), concludes="softmax.vjp"),
+    Derivation("attention.vjp.dQ.index", "Queries: the delta removes the sum over queries", scores, (
+        dQ[m, n],
+        Contraction(dS[i, j] * D(S[i, j], Q[m, n]), (i, 0, n_q - 1), (j, 0, n_k - 1)),
+        Contraction(dS[i, j] * delta(i, m) * K[j, n] / sqrt(d_k), (i, 0, n_q - 1), (j, 0, n_k - 1)),
+        Contraction(dS[m, j] * K[j, n], (j, 0, n_k - 1)) / sqrt(d_k),
+    )),
+    Derivation("attention.vjp.dK.index", "Keys: the delta removes the sum over keys", scores, (
+        dK[m, n],
+        Contraction(dS[i, j] * D(S[i, j], K[m, n]), (i, 0, n_q - 1), (j, 0, n_k - 1)),
+        Contraction(dS[i, j] * delta(j, m) * Q[i, n] / sqrt(d_k), (i, 0, n_q - 1), (j, 0, n_k - 1)),
+        Contraction(dS[i, m] * Q[i, n], (i, 0, n_q - 1)) / sqrt(d_k),
+    )),
+    Derivation("attention.rowsum-identity.steps", "The row sum from the output", output, (
+        Contraction(sp.Sum(A[i, j] * dO[i, b] * V[j, b], (j, 0, n_k - 1)), (b, 0, d_v - 1)),
+        Contraction(dO[i, b] * sp.Sum(A[i, j] * V[j, b], (j, 0, n_k - 1)), (b, 0, d_v - 1)),
+        Contraction(dO[i, b] * O[i, b], (b, 0, d_v - 1)),
+    )),
 ]

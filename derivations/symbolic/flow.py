@@ -1,227 +1,180 @@
-"""Claims of the gradient-flow chapter: chains of Jacobians, the RNN step, and the variances
-behind the attention scale and weight initialisation.
+"""Claims of the gradient-flow chapter: chains of Jacobians, the RNN step, the recurrent
+product, clipping, and the variances behind the attention scale and weight initialisation.
 
-Forward definitions (row vectors, as in :mod:`derivations.reference`)::
-
-    chain        h_l = f_l(h_{l-1}),  l = 1 ... depth
-    RNN step     a = x W_xh + h_prev W_hh + b,   h = tanh(a)
-    dot product  s = q^a k^a  (summed over the d_k features)
-    linear unit  y = x^a W^a  (summed over the n_in inputs)
-
-The variance claims are exact statements about expectations. They are proven
-with an explicit expectation operator (:func:`expectation`): the quantity is
-expanded into monomials, independence turns the expectation of a monomial into
-a product of per-variable moments, and the moments are what the assumptions
-say (mean 0, variance 1, ...) or free symbols where the assumptions say
-nothing. A result that holds with free higher moments holds for every
-distribution with the stated first two moments.
+The variance claims are exact statements about expectations. :func:`expectation` expands a
+polynomial into monomials; independence turns the expectation of a monomial into a product
+of per-variable moments, and the moments are what the hypotheses say (the same table prints
+them) or free symbols where they say nothing, so a result holds for every distribution with
+the stated first two moments.
 """
 
 from __future__ import annotations
 
 import sympy as sp
+from sympy.matrices.expressions.matexpr import MatrixElement
 
-from .registry import Claim, ExprIdentity, VJPIdentity
+from .notation import (Contraction, Diag, Distributed, Expect, Independent, Jacobian, Norm, Ordered, Step, Tanh, Var,
+                       a, b, grad, i, m, matrix, n, name_tex, size)
+from .chain import layer_chain, tanh_recurrence
+from .registry import Claim, Derivation, Op, define
 
-# ----------------------------------------------------------------------------- chain of Jacobians
+odot, ones, sqrt = sp.HadamardProduct, sp.OneMatrix, sp.sqrt
+
+# ----------------------------------------------------------------------------- a chain of layers
+
+width, depth = size("w", "width"), size("D_depth", "layers")
+name_tex("D_depth", "D")
+l = sp.Symbol("l", integer=True)
 
 
-def chain_jacobians(n: int, depth: int):
-    """``(actual, claimed)`` Jacobians of ``f_depth(... f_1(x))`` with undefined vector functions ``f_l``.
+def h(index):
+    return Step("h", index, 1, width)
 
-    The claimed one is the product ``J_depth ... J_1``, each ``J_l`` evaluated at
-    the layer's own input ``h_{l-1}``, the last layer's on the left.
-    """
-    xs = sp.symbols(f"x0:{n}", real=True)
-    ys = sp.symbols(f"y0:{n}", real=True)  # placeholder argument of one layer
-    layers = [[sp.Function(f"f{l}_{r}") for r in range(n)] for l in range(depth)]
-    hs = [list(xs)]
-    for layer in layers:
-        hs.append([f(*hs[-1]) for f in layer])
-    actual = sp.Matrix(hs[-1]).jacobian(xs)
-    claimed = sp.eye(n)
-    for l, layer in enumerate(layers):
-        at_input = dict(zip(ys, hs[l]))
-        J = sp.Matrix(n, n, lambda r, c: sp.diff(layer[r](*ys), ys[c]).subs(at_input))
-        claimed = J * claimed
-    return actual, claimed
 
+def layer_jacobian_entry(index, r, c):
+    """``J_l^{rc} = d f_l^r / d h_{l-1}^c``: layer ``l``'s derivative at its own input."""
+    return sp.Derivative(Step("f", index, 1, width)[0, r], h(index - 1)[0, c])
+
+
+chain = layer_chain("chain of layers", width, depth, grid={width: (1, 2, 3), depth: (1, 2, 3)})
 
 # ----------------------------------------------------------------------------- the tanh RNN step
 
+B, d_in, d_h = size("B", "batch rows"), size("d_in", "input features"), size("d_hidden", "hidden features")
+x_t, h_prev, h_t, a_t = matrix("x_t", B, d_in), matrix("h_tm1", B, d_h, tex="h_{t-1}"), matrix("h_t", B, d_h), matrix("a_t", B, d_h)
+W_xh, W_hh, b_h = matrix("W_xh", d_in, d_h), matrix("W_hh", d_h, d_h), matrix("b", 1, d_h)
+rnn_step = Op("tanh RNN step", defs=(
+    define(h_t, Tanh(a_t)),
+    define(a_t, x_t * W_xh + h_prev * W_hh + ones(B, 1) * b_h),
+))
 
-def rnn_step_shapes(n, d_in, d_h):
-    return {"x": (n, d_in), "h": (n, d_h), "W_xh": (d_in, d_h), "W_hh": (d_h, d_h), "b": (1, d_h)}
+# ----------------------------------------------------------------------------- the recurrent product
+
+steps_T, w_h = size("T_steps", "time steps"), d_h
+name_tex("T_steps", "T")
+t = sp.Symbol("t", integer=True)
+W_rec = matrix("W_hh", w_h, w_h)
+dh_0, dh_T = matrix("dh_0", 1, w_h), matrix("dh_T", 1, w_h)
+D_t = Step("D", t, w_h, w_h)
+D_DEFINITION = Diag(ones(1, w_h) - odot(Step("h", t, 1, w_h), Step("h", t, 1, w_h)))  # D_t = diag(1 - h_t h_t)
 
 
-def rnn_step_forward(x, h, W_xh, W_hh, b):
-    """``tanh(x W_xh + h W_hh + b)`` entrywise, the bias row added to every row."""
-    return (x * W_xh + h * W_hh + sp.ones(x.rows, 1) * b).applyfunc(sp.tanh)
+bptt = tanh_recurrence("backpropagation through time", steps_T, w_h, t, W_rec, dh_0, dh_T,
+                       grid={steps_T: (1, 2, 3), w_h: (1, 2)})
 
+# ----------------------------------------------------------------------------- clipping
 
-def rnn_step_vjp(G, x, h, W_xh, W_hh, b):
-    """The claimed backward of one step: ``da = G * (1 - h_new^2)``, then the linear map's rules."""
-    h_new = rnn_step_forward(x, h, W_xh, W_hh, b)
-    da = G.multiply_elementwise(h_new.applyfunc(lambda v: 1 - v**2))
-    return {"x": da * W_xh.T, "h": da * W_hh.T, "W_xh": x.T * da, "W_hh": h.T * da, "b": sp.ones(1, da.rows) * da}
-
+n_g = size("n_g", "gradient entries")
+gv, gt = matrix("g", 1, n_g), matrix("g_clipped", 1, n_g, tex=r"\tilde{g}")
+c_max, guard = sp.Symbol("c_clip", positive=True), sp.Symbol("delta", nonnegative=True)
+name_tex("c_clip", "c")
+clip = Op("norm clipping", defs=(
+    define(gt[0, a], c_max * gv[0, a] / (Norm(gv) + guard)),
+    define(Norm(gv), sqrt(sp.Sum(gv[0, b] ** 2, (b, 0, n_g - 1)))),
+))
 
 # ----------------------------------------------------------------------------- expectations
 
 
-def expectation(expr, moments) -> sp.Expr:
-    """``E[expr]`` for a polynomial in independent random symbols.
+def expectation(expr, moments: dict) -> sp.Expr:
+    """``E[expr]`` for a polynomial in independent random components.
 
-    ``moments(symbol, power)`` gives ``E[symbol**power]`` for ``power >= 1``.
-    Every monomial's expectation is the product of its variables' moments
-    (that is what independence means for a monomial); constants pass through.
+    ``moments[name][p]`` is ``E[X^p]`` for every component of the matrix named ``name``;
+    a power it does not list is a free symbol. Every monomial's expectation is the
+    product of its variables' moments (that is what independence means for a
+    monomial); constants pass through.
     """
     expr = sp.expand(expr)
-    variables = sorted(_random_symbols(expr, moments), key=str)
+    variables = sorted((e for e in expr.atoms(MatrixElement) if e.parent.name in moments), key=str)
     if not variables:
         return expr
     total = sp.Integer(0)
-    for powers, coeff in sp.Poly(expr, *variables).terms():
-        term = coeff
+    for powers, coefficient in sp.Poly(expr, *variables).terms():
+        term = coefficient
         for variable, power in zip(variables, powers):
             if power:
-                term *= moments(variable, power)
+                name = variable.parent.name
+                term *= moments[name].get(power, sp.Symbol(f"mu_{power}_{name}_{variable.i}{variable.j}"))
         total += term
     return sp.expand(total)
 
 
-def _random_symbols(expr, moments):
-    """The symbols of ``expr`` that ``moments`` knows (it returns ``None`` for the others)."""
-    return [s for s in expr.free_symbols if moments(s, 1) is not None]
+def moment_op(name, moments: dict, grid) -> Op:
+    """An op whose ``Expect`` is :func:`expectation` under ``moments`` (``Var`` is ``E[x^2] - E[x]^2``)."""
+    return Op(name, grid=grid, functions=(
+        (Var, lambda e: Expect(e**2) - Expect(e) ** 2),
+        (Expect, lambda e: expectation(e, moments)),
+    ))
 
 
-def _unit_moments(symbol, power):
-    """Mean 0, variance 1, higher moments free: ``E[z^p] = mu_{p, z}`` for ``p >= 3``."""
-    if not symbol.name.startswith(("q", "k")):
-        return None
-    return {1: sp.Integer(0), 2: sp.Integer(1)}.get(power, sp.Symbol(f"mu_{power}_{symbol.name}"))
+def hypotheses(moments: dict, symbols: dict) -> tuple:
+    """The moments as printed hypotheses: ``E[q^a] = 0``, ``E[(q^a)^2] = 1``, ..."""
+    return tuple(sp.Eq(Expect(symbols[name][0, a] ** p), value) for name in moments for p, value in moments[name].items())
 
 
-def score_moments(d_k: int) -> sp.Matrix:
-    """``[E[s], Var(s)]`` of ``s = q . k`` for ``d_k`` independent unit-variance, zero-mean pairs."""
-    q = sp.symbols(f"q0:{d_k}", real=True)
-    k = sp.symbols(f"k0:{d_k}", real=True)
-    s = sum(qa * ka for qa, ka in zip(q, k))
-    mean = expectation(s, _unit_moments)
-    return sp.Matrix([mean, expectation(s**2, _unit_moments) - mean**2])
+d_k, n_in = size("d_k", "key features"), size("n_in", "inputs")
+name_tex("n_in", r"n_{\text{in}}")
+q, k = matrix("q", 1, d_k), matrix("k", 1, d_k)
+UNIT = {"q": {1: 0, 2: 1}, "k": {1: 0, 2: 1}}
+scores = moment_op("dot product of independent unit pairs", UNIT, grid={d_k: (1, 2, 3, 4, 5, 6)})
+xs, ws = matrix("x_in", 1, n_in, tex="x"), matrix("w", 1, n_in, tex="W")
+sigma_W, m_2 = sp.Symbol("sigma_W", positive=True), sp.Symbol("m_2", real=True)
+name_tex("m_2", r"\mathbb{E}\left[x^{2}\right]")
+WEIGHTS = {"w": {1: 0, 2: sigma_W**2}, "x_in": {1: sp.Symbol("m_1", real=True), 2: m_2}}
+linear_unit = moment_op("linear unit with independent weights", WEIGHTS, grid={n_in: (1, 2, 3, 4, 5)})
+z, sigma = sp.Symbol("z", real=True), sp.Symbol("sigma", positive=True)
+gaussian = Distributed(z, 0, sigma**2)
+z_neg, z_pos = sp.Symbol("z_neg", negative=True), sp.Symbol("z_pos", positive=True)
 
 
-sigma_W = sp.Symbol("sigma_W", positive=True)  # standard deviation of every weight
-m_1, m_2 = sp.symbols("m_1 m_2", real=True)  # E[x], E[x^2] of every input: no assumption
+def gaussian_expectation(e):
+    """``E[e]`` for ``z`` normal: the integral against the density, over each half of the line
+    (on each half the sign of ``z`` is known, so max(z, 0) and H(z) are plain functions)."""
+    integrand = e * gaussian.density()
+    return (sp.integrate(integrand.subs(z, z_neg), (z_neg, -sp.oo, 0))
+            + sp.integrate(integrand.subs(z, z_pos), (z_pos, 0, sp.oo)))
 
 
-def _linear_moments(symbol, power):
-    """Weights ``w``: mean 0, variance ``sigma_W^2``. Inputs ``x``: mean ``m_1``, second moment ``m_2``."""
-    name = symbol.name
-    if name.startswith("w"):
-        return {1: sp.Integer(0), 2: sigma_W**2}.get(power, sp.Symbol(f"nu_{power}_{name}"))
-    if name.startswith("x"):
-        return {1: m_1, 2: m_2}.get(power, sp.Symbol(f"mu_{power}_{name}"))
-    return None
-
-
-def linear_unit_moments(n_in: int) -> sp.Matrix:
-    """``[E[y], E[y^2]]`` of ``y = sum_a x^a w^a``, every ``x^a`` and ``w^a`` independent."""
-    x = sp.symbols(f"x0:{n_in}", real=True)
-    w = sp.symbols(f"w0:{n_in}", real=True)
-    y = sum(xa * wa for xa, wa in zip(x, w))
-    return sp.Matrix([expectation(y, _linear_moments), expectation(y**2, _linear_moments)])
-
-
-z = sp.Symbol("z", real=True)
-sigma = sp.Symbol("sigma", positive=True)
-
-
-def relu_gaussian_moments() -> sp.Matrix:
-    """``[E[max(z, 0)^2], E[H(z)^2]]`` for ``z ~ N(0, sigma^2)``, by integrating against the density."""
-    density = sp.exp(-(z**2) / (2 * sigma**2)) / (sigma * sp.sqrt(2 * sp.pi))
-    return sp.Matrix([
-        sp.integrate(sp.Max(z, 0) ** 2 * density, (z, -sp.oo, sp.oo)),
-        sp.integrate(sp.Heaviside(z) ** 2 * density, (z, -sp.oo, sp.oo)),
-    ])
-
+relu_gaussian = Op("ReLU of a centred Gaussian", variables=(sigma,), functions=((Expect, gaussian_expectation),))
 
 # ----------------------------------------------------------------------------- the claims
 
 CLAIMS = [
-    Claim(
-        id="chain-rule.jacobian-product",
-        title="A chain of layers: its Jacobian is the product of the layers' Jacobians",
-        latex=(
-            r"h_{l} = f_{l}(h_{l-1})\ \Rightarrow\ "
-            r"\frac{\partial h_{D}}{\partial h_{0}} = J_{D}\,J_{D-1} \cdots J_{1},\qquad"
-            r" J_{l}^{mn} = \frac{\partial f_{l}^{m}}{\partial h_{l-1}^{n}}\Big|_{h_{l-1}}"
-        ),
-        check=ExprIdentity(
-            actual=lambda n, depth: chain_jacobians(n, depth)[0],
-            claimed=lambda n, depth: chain_jacobians(n, depth)[1],
-            grid={"n": (1, 2, 3), "depth": (1, 2, 3)},
-        ),
-    ),
-    Claim(
-        id="rnn.step.vjp",
-        title="One step of a tanh RNN, backward",
-        latex=(
-            r"h_{t} = \tanh\big(x_{t} W_{xh} + h_{t-1} W_{hh} + b\big)\ \Rightarrow\ "
-            r"\frac{\partial L}{\partial a_{t}} = \frac{\partial L}{\partial h_{t}} \odot \big(1 - h_{t} \odot h_{t}\big),\ "
-            r"\frac{\partial L}{\partial h_{t-1}} = \frac{\partial L}{\partial a_{t}}\,W_{hh}^{\top},\ "
-            r"\frac{\partial L}{\partial x_{t}} = \frac{\partial L}{\partial a_{t}}\,W_{xh}^{\top},\ "
-            r"\frac{\partial L}{\partial W_{hh}} = h_{t-1}^{\top}\,\frac{\partial L}{\partial a_{t}},\ "
-            r"\frac{\partial L}{\partial W_{xh}} = x_{t}^{\top}\,\frac{\partial L}{\partial a_{t}},\ "
-            r"\frac{\partial L}{\partial b^{n}} = \sum_{r} \frac{\partial L}{\partial a_{t}^{rn}}"
-        ),
-        check=VJPIdentity(
-            shapes=rnn_step_shapes,
-            forward=rnn_step_forward,
-            claimed=rnn_step_vjp,
-            grid={"n": (1, 2), "d_in": (1, 2, 3), "d_h": (1, 2, 3)},
-        ),
-    ),
-    Claim(
-        id="attention.score-variance",
-        title="Dot product of independent zero-mean, unit-variance vectors: mean 0, variance d_k",
-        latex=(
-            r"q^{a}, k^{a}\ \text{independent},\ \mathbb{E}[q^{a}] = \mathbb{E}[k^{a}] = 0,\ "
-            r"\mathbb{E}[(q^{a})^{2}] = \mathbb{E}[(k^{a})^{2}] = 1\ \Rightarrow\ "
-            r"\mathbb{E}[q^{a}k^{a}] = 0,\ \operatorname{Var}(q^{a}k^{a}) = d_k"
-        ),
-        check=ExprIdentity(
-            actual=score_moments,
-            claimed=lambda d_k: sp.Matrix([0, d_k]),
-            grid={"d_k": (1, 2, 3, 4, 5, 6)},
-        ),
-    ),
-    Claim(
-        id="init.linear-variance",
-        title="A linear unit with zero-mean weights: the second moment is n_in times sigma_W^2 times E[x^2]",
-        latex=(
-            r"y = x^{a} W^{a},\ x^{a}, W^{a}\ \text{independent},\ \mathbb{E}[W^{a}] = 0,\ "
-            r"\mathbb{E}[(W^{a})^{2}] = \sigma_W^{2}\ \Rightarrow\ "
-            r"\mathbb{E}[y] = 0,\ \mathbb{E}[y^{2}] = n_{\text{in}}\,\sigma_W^{2}\,\mathbb{E}[x^{2}]"
-        ),
-        check=ExprIdentity(
-            actual=linear_unit_moments,
-            claimed=lambda n_in: sp.Matrix([0, n_in * sigma_W**2 * m_2]),
-            grid={"n_in": (1, 2, 3, 4, 5)},
-        ),
-    ),
-    Claim(
-        id="init.relu-halves",
-        title="ReLU of a centred Gaussian keeps half the second moment, and passes half the gradient's",
-        latex=(
-            r"z \sim \mathcal{N}(0, \sigma^{2})\ \Rightarrow\ "
-            r"\mathbb{E}\big[\max(z, 0)^{2}\big] = \tfrac{1}{2}\,\sigma^{2},\ "
-            r"\mathbb{E}\big[H(z)^{2}\big] = \tfrac{1}{2}"
-        ),
-        check=ExprIdentity(
-            actual=relu_gaussian_moments,
-            claimed=lambda: sp.Matrix([sigma**2 / 2, sp.Rational(1, 2)]),
-            note="every sigma > 0 (integrated against the normal density)",
-        ),
-    ),
+    Claim("chain-rule.jacobian-product", "A chain of layers: its Jacobian is the product of the layers' Jacobians",
+          chain, Jacobian(h(depth), h(0)), Ordered(Step("J", l, width, width), l, depth, 1),
+          where=(define(Step("J", l, width, width)[m, n], layer_jacobian_entry(l, m, n)),),
+          no_impl="a rule of calculus, not an operation"),
+    Claim("rnn.step.vjp", "One step of a tanh RNN, backward", rnn_step,
+          sp.Tuple(grad(h_prev), grad(x_t), grad(W_hh), grad(W_xh), grad(b_h)[0, n]),
+          sp.Tuple(grad(a_t) * W_hh.T, grad(a_t) * W_xh.T, h_prev.T * grad(a_t), x_t.T * grad(a_t),
+                   sp.Sum(grad(a_t)[i, n], (i, 0, B - 1))),
+          where=(define(grad(a_t), odot(grad(h_t), ones(B, d_h) - odot(h_t, h_t))),), impl="rnn_backward (one step)"),
+    Claim("clip.preserves-direction", "Norm clipping keeps the direction and caps the norm", clip,
+          sp.Tuple(gt[0, m] * gv[0, n] - gt[0, n] * gv[0, m], sp.Sum(gt[0, a] * gv[0, a], (a, 0, n_g - 1)), Norm(gt) ** 2),
+          sp.Tuple(0, c_max * Norm(gv) ** 2 / (Norm(gv) + guard), (c_max * Norm(gv) / (Norm(gv) + guard)) ** 2),
+          where=(define(gt[0, a], c_max * gv[0, a] / (Norm(gv) + guard)),),
+          no_impl="clip_grad_norm applies this map only above the threshold; tests/test_optim.py checks it"),
+    Claim("attention.score-variance", "Dot product of independent zero-mean, unit-variance vectors: mean 0, variance the key width",
+          scores, sp.Tuple(Expect(Contraction(q[0, a] * k[0, a], (a, 0, d_k - 1))),
+                           Var(Contraction(q[0, a] * k[0, a], (a, 0, d_k - 1)))), sp.Tuple(0, d_k),
+          given=(Independent(q[0, a], k[0, a]), *hypotheses(UNIT, {"q": q, "k": k})),
+          no_impl="a statement about distributions; tests/test_flow.py samples it"),
+    Claim("init.linear-variance", "A linear unit with zero-mean weights: its second moment is fan-in times weight variance times that of an input",
+          linear_unit, sp.Tuple(Expect(Contraction(xs[0, a] * ws[0, a], (a, 0, n_in - 1))),
+                                Expect(Contraction(xs[0, a] * ws[0, a], (a, 0, n_in - 1)) ** 2)),
+          sp.Tuple(0, n_in * sigma_W**2 * m_2),
+          given=(Independent(xs[0, a], ws[0, a]), *hypotheses({"w": WEIGHTS["w"]}, {"w": ws})),
+          no_impl="a statement about distributions; tests/test_flow.py samples it"),
+    Claim("init.relu-halves", "ReLU of a centred Gaussian keeps half the second moment, and passes half the gradient's",
+          relu_gaussian, sp.Tuple(Expect(sp.Max(z, 0) ** 2), Expect(sp.Heaviside(z) ** 2)),
+          sp.Tuple(sigma**2 / 2, sp.Rational(1, 2)), given=(gaussian,),
+          no_impl="a statement about distributions; tests/test_flow.py samples it"),
+]
+
+DERIVATIONS = [
+    Derivation("rnn.recurrent-product", "Backpropagation through time: one Jacobian per step", bptt, (
+        dh_0,
+        dh_T * Ordered(Jacobian(Step("h", t, 1, w_h), Step("h", t - 1, 1, w_h)), t, steps_T, 1),
+        dh_T * Ordered(D_t * W_rec.T, t, steps_T, 1),
+    ), where=(define(D_t, D_DEFINITION),)),
 ]

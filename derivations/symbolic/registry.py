@@ -1,260 +1,244 @@
-"""The claim type and the three ways a claim can be proven.
+"""Operations, claims and derivations: the three things the registry is made of.
 
-A *claim* is one derivative the site states: an id the pages cite, the LaTeX the
-page shows, and a *check* that SymPy can decide. Every check yields cases of the
-form ``(where, actual, claimed)``; the claim holds when ``actual - claimed``
-simplifies to exactly zero in every case. ``where`` names the case (sizes and
-entry) so a wrong claim reports which entry differs.
+An :class:`Op` is one forward equation, the way ``derivatives.yaml`` has one entry per
+function: the quantity it defines, its definition, the intermediate quantities its
+derivatives mention, and the sizes the checker works at. A :class:`Claim` is one stated
+derivative of an op: an id the pages cite, the thing differentiated (``lhs``) and the
+claimed formula (``rhs``), both SymPy expressions. The page prints ``lhs = rhs`` from
+these objects and the checker proves the same objects (``proof.py``), so the page cannot
+show a formula other than the one proven. A :class:`Derivation` is a chain of
+expressions, each proven equal to the one before.
 
-Three checks cover the site:
+Inside an op, names mean what the backward pass means by them:
 
-``IndexIdentity``
-    General sizes. Both sides are expressions in ``sympy.Indexed`` objects,
-    ``KroneckerDelta`` and symbolic ``Sum`` with symbolic bounds; ``actual`` is
-    usually a ``sympy.diff`` of the forward definition.
-``VJPIdentity``
-    Matrix form. Inputs are matrices of independent symbols; the actual
-    vector-Jacobian product is ``d/dX sum(G * f(X))`` computed entry by entry by
-    SymPy; the claimed one is the matrix formula. Checked at every size of a grid.
-``ExprIdentity``
-    Anything else (an expectation, an optimiser identity): cases of two explicit
-    expressions, optionally over a grid of sizes.
-
-In every check ``claimed`` is a callable, so a test can wrap it to build a wrong
-variant of a claim (scaled, transposed, a term dropped) and require the checker
-to reject it.
+- a quantity the op defines (its output, or an intermediate) stands for its definition;
+- ``dY`` for the op's output ``Y`` is the upstream gradient, a free matrix;
+- ``dX`` for an input ``X`` is the gradient the backward pass returns: the derivative of
+  ``sum(dY * Y)`` with respect to ``X`` (the vector-Jacobian product);
+- ``Derivative(Y[i, j], X[m, n])`` is that partial derivative.
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Mapping
 
 import sympy as sp
+from sympy.matrices.expressions.matexpr import MatrixElement
 
-Case = tuple[str, Any, Any]
-Grid = Mapping[str, Iterable[int]]
+from . import notation
+from .notation import SIZE_WORDS
+from .printer import equation, latex
 
+Grid = Mapping[sp.Symbol, tuple[int, ...]]
 
-def grid_points(grid: Grid) -> list[dict[str, int]]:
-    """Every combination of the sizes in ``grid``, in a stable order."""
-    names = list(grid)
-    return [dict(zip(names, values)) for values in itertools.product(*(tuple(grid[n]) for n in names))]
-
-
-def describe_grid(grid: Grid) -> str:
-    """``"n_q, n_k in {1, 2, 3} (9 size combinations)"``, for the verify table and the pages."""
-    parts: dict[tuple[int, ...], list[str]] = {}
-    for name, values in grid.items():
-        parts.setdefault(tuple(values), []).append(name)
-    text = "; ".join(f"{', '.join(names)} in {{{', '.join(map(str, values))}}}" for values, names in parts.items())
-    return f"{text} ({len(grid_points(grid))} size combinations)"
+KINDS = {
+    "general": "SymPy proved the identity with symbolic sizes, so it holds for matrices of every size.",
+    "grid": (
+        "SymPy proved the identity entry by entry, separately at every combination of the sizes named; "
+        "this is not a proof for larger sizes."
+    ),
+    "every-real": "SymPy proved the identity symbolically in the variables named, so it holds for all their values.",
+}
 
 
-def symbol_matrix(name: str, rows: int, cols: int, **assumptions: bool) -> sp.Matrix:
-    """A ``rows x cols`` matrix of independent real symbols ``name_{r,c}``."""
-    return sp.Matrix(rows, cols, lambda r, c: sp.Symbol(f"{name}_{r}{c}", real=True, **assumptions))
+def define(pattern, definition):
+    """One definition ``pattern = definition``.
+
+    ``pattern`` is a scalar symbol (``sigma``), a whole matrix (``S``, with a matrix
+    expression as definition) or one component with index symbols (``A[i, j]``), which
+    defines every component.
+    """
+    return (pattern, sp.sympify(definition) if not isinstance(definition, sp.MatrixExpr) else definition)
 
 
-def _label(point: Mapping[str, int]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in point.items())
+@dataclass(frozen=True, eq=False)
+class Op:
+    """One forward equation and the quantities its derivatives use.
 
-
-# ----------------------------------------------------------------------------- checks
-
-
-@dataclass(frozen=True)
-class IndexIdentity:
-    """``actual == claimed`` for all values of the free indices, at general sizes.
-
-    ``ranges`` maps every free index symbol to the size symbol it runs below
-    (``0 <= i < n``). SymPy evaluates a sum over a Kronecker delta to a
-    ``Piecewise`` guarded by "the free index lies in range"; those guards are
-    discharged here using ``ranges`` and nothing else.
+    ``defs`` are definitions (:func:`define`); the first defines the output. ``grid`` maps
+    size symbols to the sizes a check is done at (every size from 1 up); without a grid the
+    sizes stay symbolic. ``variables`` are the real variables of a scalar identity (its
+    badge says "every real x"); ``cases`` are substitutions it is proven under instead
+    (``x`` positive, then negative), described by ``domain``.
     """
 
-    actual: Callable[[], sp.Expr]
-    claimed: Callable[[], sp.Expr]
-    ranges: Mapping[sp.Symbol, sp.Symbol]
+    name: str
+    defs: tuple = ()
+    grid: Grid | None = None
+    variables: tuple = ()
+    cases: tuple = ()
+    domain: str = ""
+    functions: tuple = ()  # (Function class, Lambda) pairs: named functions and their definitions
+    expand: Any = None  # expand(expr, point, where) -> explicit expr, for objects only a size defines (chains)
+    returns: int = 1  # how many of the first definitions are outputs (their gradients are the upstream)
 
-    sizes = "general sizes (Indexed, KroneckerDelta, symbolic Sum)"
-
-    def cases(self, points=None) -> Iterator[Case]:
-        yield "general", _discharge_ranges(sp.sympify(self.actual()).doit(), self.ranges), self.claimed()
-
-
-@dataclass(frozen=True)
-class VJPIdentity:
-    """The claimed vector-Jacobian product of ``forward`` at every grid size.
-
-    ``shapes(**sizes)`` gives ``{input name: (rows, cols)}``. ``forward(**inputs)``
-    returns the output matrix. ``claimed(G, **inputs)`` returns
-    ``{input name: dL/dinput}`` where ``G = dL/doutput`` is a matrix of free
-    symbols. The actual gradient is ``d/dx sum(G * forward)`` for every input entry
-    ``x``; inputs missing from the claimed dict are not checked.
-    """
-
-    shapes: Callable[..., Mapping[str, tuple[int, int]]]
-    forward: Callable[..., sp.Matrix]
-    claimed: Callable[..., Mapping[str, sp.Matrix]]
-    grid: Grid
-    positive: tuple[str, ...] = ()  # inputs whose symbols are declared positive
+    def __post_init__(self):
+        for symbol, sizes in (self.grid or {}).items():
+            if tuple(sizes) != tuple(range(1, max(sizes) + 1)):
+                raise ValueError(f"op {self.name}: the grid of {symbol} must be 1, 2, ..., N (got {sizes})")
 
     @property
-    def sizes(self) -> str:
-        return describe_grid(self.grid)
-
-    def cases(self, points: list[dict[str, int]] | None = None) -> Iterator[Case]:
-        """One case per input entry and upstream entry: the coefficient of ``G[k]``.
-
-        Both sides are linear in ``G`` (the actual VJP by construction), so they are
-        equal iff the coefficient of every ``G[k]`` agrees: ``d out[k] / d x`` against
-        ``d claimed / d G[k]``. Comparing coefficients keeps each expression small,
-        which is what makes the composed attention VJP decidable in seconds. A first
-        case per input checks that the claimed formula is linear in ``G``, so nothing
-        it contains is lost by taking coefficients.
-        """
-        scale = sp.Symbol("lambda_G")
-        for point in grid_points(self.grid) if points is None else points:
-            inputs = {
-                name: symbol_matrix(name, r, c, **({"positive": True} if name in self.positive else {}))
-                for name, (r, c) in self.shapes(**point).items()
-            }
-            out = sp.Matrix(self.forward(**inputs))
-            G = symbol_matrix("G", *out.shape)
-            claimed = self.claimed(G, **inputs)
-            for name, grad in claimed.items():
-                X = inputs[name]
-                grad = sp.Matrix(grad)
-                if grad.shape != X.shape:
-                    yield f"{_label(point)}: d{name} shape", X.shape, grad.shape
-                    continue
-                # Linearity in G, decided with the exponentials frozen as opaque symbols (G never
-                # enters an exponential): f(lambda G) must have zero second derivative in lambda.
-                frozen = grad.xreplace({e: sp.Dummy(positive=True) for e in grad.atoms(sp.exp)})
-                scaled = frozen.xreplace({g: scale * g for g in G})
-                yield f"{_label(point)}: d{name} is linear in G", sp.diff(scaled, scale, 2), sp.zeros(*X.shape)
-                # For a linear map, the coefficient of G[k] is its value at the unit matrix e_k.
-                zero_G = {g: 0 for g in G}
-                yield f"{_label(point)}: d{name} vanishes at G = 0", grad.xreplace(zero_G), sp.zeros(*X.shape)
-                for k in range(len(out)):
-                    unit = {**zero_G, G[k]: 1}
-                    coefficient = grad.xreplace(unit)
-                    for r in range(X.rows):
-                        for c in range(X.cols):
-                            yield (
-                                f"{_label(point)}: d{name}[{r},{c}], coefficient of G[{k // out.cols},{k % out.cols}]",
-                                sp.diff(out[k], X[r, c]),
-                                coefficient[r, c],
-                            )
-
-
-@dataclass(frozen=True)
-class ExprIdentity:
-    """``actual(**sizes) == claimed(**sizes)`` at every grid point (one point if no grid).
-
-    Both callables may return a scalar expression or a matrix; matrices are
-    compared entry by entry.
-    """
-
-    actual: Callable[..., Any]
-    claimed: Callable[..., Any]
-    grid: Grid = field(default_factory=dict)
-    note: str = "exact symbolic identity"
+    def outputs(self) -> tuple:
+        """What the op returns: the quantity defined first, or the first ``returns`` ones."""
+        return tuple(element_pattern(pattern)[0] for pattern, _ in self.defs[: self.returns])
 
     @property
-    def sizes(self) -> str:
-        return describe_grid(self.grid) if self.grid else self.note
+    def kind(self) -> str:
+        if self.grid:
+            return "grid"
+        return "every-real" if self.variables else "general"
 
-    def cases(self, points: list[dict[str, int]] | None = None) -> Iterator[Case]:
-        for point in grid_points(self.grid) if points is None else points:
-            actual, claimed = self.actual(**point), self.claimed(**point)
-            if isinstance(actual, sp.MatrixBase) or isinstance(claimed, sp.MatrixBase):
-                actual, claimed = sp.Matrix(actual), sp.Matrix(claimed)
-                if actual.shape != claimed.shape:
-                    yield f"{_label(point)}: shape", actual.shape, claimed.shape
-                    continue
-                for r in range(actual.rows):
-                    for c in range(actual.cols):
-                        yield f"{_label(point)} [{r},{c}]".strip(), actual[r, c], claimed[r, c]
-            else:
-                yield _label(point) or "identity", actual, claimed
+    def points(self) -> list[dict]:
+        """The size assignments a check runs at: one per grid combination, one without a grid."""
+        if not self.grid:
+            return [{}]
+        names = list(self.grid)
+        return [dict(zip(names, values)) for values in itertools.product(*(self.grid[s] for s in names))]
+
+    def sizes_text(self) -> str:
+        """What was proven, in words: "for all sizes", "at every size up to 3 in each dimension"."""
+        if self.kind == "general":
+            return f"for every {self.domain}" if self.domain else "for all sizes"
+        if self.kind == "every-real":
+            if self.domain:
+                return f"for every {self.domain}"
+            words = " and ".join(_variable_words(x) for x in self.variables)
+            return f"for every {words}"
+        tops: dict[int, list[str]] = {}
+        for symbol, sizes in self.grid.items():
+            tops.setdefault(max(sizes), []).append(SIZE_WORDS.get(symbol, str(symbol)))
+        if len(tops) == 1:
+            (top, names), = tops.items()
+            return f"at every size up to {top} in each dimension" if len(names) > 1 else f"at every size up to {top} ({names[0]})"
+        parts = [f"up to {top} ({', '.join(names)})" for top, names in sorted(tops.items())]
+        return "at every size " + " and ".join(parts)
+
+    def forward_latex(self) -> str:
+        """The op's definitions as the pages write them."""
+        return r",\qquad ".join(_definition_latex(p, d) for p, d in self.defs)
 
 
-Check = IndexIdentity | VJPIdentity | ExprIdentity
+def _variable_words(x: sp.Symbol) -> str:
+    name = latex(x).replace("\\", "")
+    name = {"sigma": "σ", "beta_{1}": "β₁", "beta_{2}": "β₂"}.get(name, name)
+    if x.is_positive:
+        return f"{name} > 0"
+    return f"real {name}"
 
 
-@dataclass(frozen=True)
+def _definition_latex(pattern, definition) -> str:
+    return f"{latex(pattern)} = {latex(definition)}"
+
+
+@dataclass(frozen=True, eq=False)
 class Claim:
-    """One stated derivative: what the page shows, and how SymPy decides it."""
+    """One stated derivative (or identity): ``lhs = rhs`` within ``op``.
+
+    ``impl`` names the reference function computing ``lhs`` (``"attention_backward:dV"``);
+    a claim without one says why in ``no_impl``. ``where`` holds definitions used by
+    ``rhs`` and printed after it; ``when`` restricts the free indices (``j > i``).
+    """
 
     id: str
     title: str
-    latex: str
-    check: Check
+    op: Op
+    lhs: Any
+    rhs: Any
+    impl: str | None = None
+    no_impl: str = ""
+    where: tuple = ()
+    when: Any = None
+    given: tuple = ()  # hypotheses, printed first (their content is in the op: moments, distributions)
+
+    def __post_init__(self):
+        if (self.impl is None) == (not self.no_impl):
+            raise ValueError(f"claim {self.id}: give exactly one of impl (the reference function) and no_impl (why none)")
+
+    @property
+    def kind(self) -> str:
+        return self.op.kind
 
     @property
     def sizes(self) -> str:
-        return self.check.sizes
+        """What was proven, in words (the badge and the claims page use it)."""
+        return self.op.sizes_text()
+
+    @property
+    def latex(self) -> str:
+        """The formula, printed from the expressions that are proven.
+
+        Several equations (a tuple) are aligned one per line; hypotheses (``given``) come
+        first, definitions (``where``) last.
+        """
+        given = r",\ ".join(latex(g) for g in self.given)
+        where = r",\ ".join(_definition_latex(p, d) for p, d in self.where)
+        if isinstance(self.lhs, sp.Tuple):
+            rows = [f"{latex(l)} &= {latex(r)}" for l, r in zip(self.lhs.args, self.rhs.args)]
+            if given:
+                rows.insert(0, r"&\text{if } " + given + ":")
+            if where:
+                rows.append(r"&\text{where } " + where)
+            return r"\begin{aligned}" + r" \\ ".join(rows) + r"\end{aligned}"
+        text = equation(self.lhs, self.rhs)
+        if self.when is not None:
+            text += r" \quad \text{for } " + latex(self.when)
+        if given:
+            text = given + r" \ \Rightarrow\ " + text
+        if where:
+            text += r",\qquad \text{where } " + where
+        return text
+
+    def statement(self):
+        """``(lhs, rhs, definitions)`` for the checker."""
+        return self.lhs, self.rhs, self.where
 
 
-# ----------------------------------------------------------------------------- deciding zero
+@dataclass(frozen=True, eq=False)
+class Derivation:
+    """A chain ``steps[0] = steps[1] = ...`` in ``op``, every ``=`` proven.
 
-
-def is_zero(expr: Any) -> bool:
-    """True when SymPy reduces ``expr`` to exactly 0 (cheap rewrites first)."""
-    if isinstance(expr, tuple):  # a shape mismatch reported as a case
-        return all(e == 0 for e in expr)
-    expr = sp.sympify(expr)
-    if expr == 0:
-        return True
-    for rewrite in (_cancel_with_exp_atoms, sp.simplify):
-        if rewrite(expr) == 0:
-            return True
-    return False
-
-
-def _cancel_with_exp_atoms(expr: sp.Expr) -> sp.Expr:
-    """Cancel after writing every ``exp(c * p)`` as ``t_p ** (c / unit_p)``.
-
-    Each distinct exponent direction ``p`` (the primitive part of the expanded
-    argument) becomes one positive symbol ``t_p``; ``unit_p`` is the gcd of the
-    rational coefficients it appears with, so every power is an integer and the
-    expression becomes a rational function that ``cancel`` decides. Treating the
-    ``t_p`` as independent unknowns can only make the zero test harder, never
-    easier: a rational function that cancels to 0 does so for any values.
-    """
-    exps = list(expr.atoms(sp.exp))
-    if not exps:
-        return sp.cancel(sp.together(expr))
-    parts = {e: sp.expand(e.args[0]).as_content_primitive() for e in exps}
-    units: dict[sp.Expr, sp.Rational] = {}
-    for coeff, prim in parts.values():
-        units[prim] = sp.gcd(units[prim], coeff) if prim in units else coeff
-    symbols = {prim: sp.Symbol(f"_t{n}", positive=True) for n, prim in enumerate(units)}
-    replacement = {e: symbols[prim] ** (coeff / units[prim]) for e, (coeff, prim) in parts.items()}
-    numerator, _ = sp.fraction(sp.together(expr.xreplace(replacement)))
-    return sp.expand(numerator)
-
-
-def _discharge_ranges(expr: sp.Expr, ranges: Mapping[sp.Symbol, sp.Symbol]) -> sp.Expr:
-    """Replace ``Piecewise((e, cond), ...)`` by ``e`` when ``cond`` follows from ``ranges``.
-
-    A condition ``cond`` on index ``i`` with ``0 <= i < n`` is proven by writing
-    ``n = i + 1 + r`` with ``r >= 0`` and letting SymPy decide it; no other facts
-    are used, so a genuinely out-of-range case stays unresolved and fails.
+    ``breaks`` holds the positions of steps that continue the line above rather than
+    starting a new one (none by default: every step gets its own line).
     """
 
-    def pick(*pieces: tuple[sp.Expr, Any]) -> sp.Expr:
-        for value, cond in pieces:
-            if cond == sp.true:
-                return value
-            for index, size in ranges.items():
-                slack = sp.Dummy("r", integer=True, nonnegative=True)
-                if index.is_nonnegative and sp.sympify(cond).subs(size, index + 1 + slack) == sp.true:
-                    return value
-            break
-        return sp.Piecewise(*pieces)
+    id: str
+    title: str
+    op: Op
+    steps: tuple
+    where: tuple = ()
+    joins: tuple = field(default_factory=tuple)
+    concludes: str | None = None  # the claim whose lhs and rhs are the first and the last step
 
-    return expr.replace(sp.Piecewise, pick)
+    @property
+    def kind(self) -> str:
+        return self.op.kind
+
+    @property
+    def sizes(self) -> str:
+        return self.op.sizes_text()
+
+    @property
+    def latex(self) -> str:
+        """One aligned display: the first expression, then ``&= step`` per line."""
+        lines = [f"{latex(self.steps[0])} &= {latex(self.steps[1])}"]
+        for position, step in enumerate(self.steps[2:], start=2):
+            if position in self.joins:
+                lines[-1] += f" = {latex(step)}"
+            else:
+                lines.append(f"&= {latex(step)}")
+        text = r"\begin{aligned}" + r" \\ ".join(lines) + r"\end{aligned}"
+        if self.where:
+            text += r"\qquad \text{where } " + r",\ ".join(_definition_latex(p, d) for p, d in self.where)
+        return text
+
+
+def element_pattern(pattern) -> tuple:
+    """``(parent, index symbols)`` of a definition's pattern; a scalar has no parent indices."""
+    if isinstance(pattern, MatrixElement):
+        return pattern.parent, (pattern.i, pattern.j)
+    return pattern, None
+
+
+__all__ = ["Claim", "Derivation", "KINDS", "Op", "define", "element_pattern", "notation"]

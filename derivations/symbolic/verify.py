@@ -1,20 +1,20 @@
-"""Decide every claim and report one row per claim.
+"""Decide every claim and derivation, and report one row each.
 
 ``python -m derivations verify [ID ...]`` prints the table and ends with
-``N claims verified, M failed``; the exit code is 1 if any claim failed.
+``N verified, M failed``; the exit code is 1 if anything failed.
 """
 
 from __future__ import annotations
 
-import math
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Iterator
 
-import sympy as sp
-
-from . import CLAIMS, get_claim
-from .registry import Claim, grid_points, is_zero
+from . import CLAIMS, DERIVATIONS, get_item
+from .proof import Case, cases, is_zero
+from .registry import Claim, Derivation
 
 
 @dataclass(frozen=True)
@@ -26,93 +26,106 @@ class Result:
     detail: str  # the first differing case when not ok
 
 
-def verify_claim(claim: Claim, part: tuple[int, int] | None = None) -> Result:
-    """Check every case of ``claim``; stop at the first case that does not reduce to 0.
+def item_cases(item: Claim | Derivation, points: list[dict] | None = None) -> Iterator[Case]:
+    """The cases of a claim, or of every ``=`` of a derivation (named by step)."""
+    if isinstance(item, Claim):
+        yield from cases(item.lhs, item.rhs, item.op, item.where, item.when, points)
+        return
+    for position in range(1, len(item.steps)):
+        for case in cases(item.steps[position - 1], item.steps[position], item.op, item.where, None, points):
+            yield case._replace(where=f"step {position}: {case.where}".strip())
 
-    ``part=(i, n)`` checks only every n-th grid point starting at the i-th, so one
-    claim's grid can be shared between processes (see :func:`verify_all`).
+
+def verify_claim(item: Claim | Derivation, part: tuple[int, int] | None = None) -> Result:
+    """Check every case of ``item``; stop at the first that does not reduce to 0.
+
+    ``part=(i, n)`` checks only every n-th grid point starting at the i-th, so that one
+    item's grid can be shared between processes (see :func:`verify_all`). A claim whose
+    formula cannot even be evaluated (a transpose that breaks the shapes) fails too.
     """
     start = time.perf_counter()
-    count = 0
     points = None
-    if part is not None and getattr(claim.check, "grid", None):
-        points = grid_points(claim.check.grid)[part[0] :: part[1]]
-    for where, actual, claimed in claim.check.cases(points):
-        count += 1
-        if isinstance(actual, sp.MatrixBase):
-            ok = all(is_zero(entry) for entry in actual - claimed)
-        elif isinstance(actual, tuple) or isinstance(claimed, tuple):
-            ok = actual == claimed
-        else:
-            ok = is_zero(actual - claimed)
-        if not ok:
-            detail = f"differs at {where}: actual {_short(actual)} vs claimed {_short(claimed)}"
-            return Result(claim.id, False, count, time.perf_counter() - start, detail)
-    return Result(claim.id, True, count, time.perf_counter() - start, "")
+    if part is not None and item.op.grid:
+        points = item.op.points()[part[0]::part[1]]
+    count = 0
+    try:
+        for case in item_cases(item, points):
+            count += 1
+            if not is_zero(case.actual - case.claimed, case.ranges):
+                detail = f"differs at {case.where}: actual {_short(case.actual)} vs claimed {_short(case.claimed)}"
+                return Result(item.id, False, count, time.perf_counter() - start, detail)
+    except Exception as error:  # noqa: BLE001 - any error means "not proven", reported with the claim
+        return Result(item.id, False, count, time.perf_counter() - start, f"cannot be checked: {type(error).__name__}: {error}")
+    return Result(item.id, True, count, time.perf_counter() - start, "")
 
 
 def _verify_part(task: tuple[str, int, int]) -> Result:
-    claim_id, index, parts = task
-    return verify_claim(get_claim(claim_id), (index, parts))
+    item_id, index, parts = task
+    return verify_claim(get_item(item_id), (index, parts))
 
 
 def verify_all(ids: list[str] | None = None, workers: int = 2) -> list[Result]:
-    """Verify the claims (all by default), in parallel, and report them in registry order.
+    """Verify the claims and derivations (all by default), in parallel, in registry order.
 
-    A claim with a grid is split into several parts so that the slowest claim does not
-    hold up the others; its result adds up its parts' cases and CPU seconds and keeps
-    the first failure.
+    An item with a grid is split into parts, one per group of grid points, so that the
+    slowest does not hold up the others; its result adds up its parts' cases and seconds
+    and keeps the first failure. A claim that a derivation concludes (its first and last
+    steps are the claim's two sides) is proven by that derivation's chain of equalities.
     """
-    ids = ids or [c.id for c in CLAIMS]
-    for claim_id in ids:
-        get_claim(claim_id)  # unknown ids fail before any work starts
+    ids = ids or [item.id for item in [*CLAIMS, *DERIVATIONS]]
+    items = [get_item(i) for i in ids]  # unknown ids fail before any work starts
+    concluded = {d.concludes: d.id for d in DERIVATIONS if d.concludes is not None and d.id in ids}
     if workers <= 1:
-        return [verify_claim(get_claim(i)) for i in ids]
-    tasks = []
-    for claim_id in ids:
-        grid = getattr(get_claim(claim_id).check, "grid", None)
-        parts = min(4 * workers, len(grid_points(grid))) if grid else 1
-        tasks.extend((claim_id, index, parts) for index in range(parts))
-    tasks.sort(key=lambda task: _cost(task[0]) / task[2], reverse=True)  # biggest pieces first
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = {task: pool.submit(_verify_part, task) for task in tasks}
-        by_claim: dict[str, list[Result]] = {}
-        for task in sorted(tasks, key=lambda t: t[1]):
-            by_claim.setdefault(task[0], []).append(futures[task].result())
-    return [_merge(claim_id, by_claim[claim_id]) for claim_id in ids]
+        results = {item.id: verify_claim(item) for item in items if item.id not in concluded}
+    else:
+        tasks = []
+        for item in items:
+            if item.id in concluded:
+                continue
+            parts = min(workers, len(item.op.points())) if item.op.grid else 1
+            tasks.extend((item.id, index, parts) for index in range(parts))
+        tasks.sort(key=lambda task: -_cost(get_item(task[0])) / task[2])  # the big pieces first
+        by_item: dict[str, list[Result]] = {}
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for task, result in zip(tasks, pool.map(_verify_part, tasks)):
+                by_item.setdefault(task[0], []).append(result)
+        results = {item_id: _merge(item_id, parts) for item_id, parts in by_item.items()}
+    for claim_id, derivation_id in concluded.items():
+        by_chain = results[derivation_id]
+        results[claim_id] = Result(claim_id, by_chain.ok, 0, 0.0,
+                                   by_chain.detail or f"proven by the derivation {derivation_id}")
+    return [results[item_id] for item_id in ids]
 
 
-def _merge(claim_id: str, parts: list[Result]) -> Result:
+def _cost(item) -> int:
+    """A rough work estimate, to start the slow items first: sizes times steps times formula length."""
+    steps = item.steps if isinstance(item, Derivation) else (item.lhs, item.rhs)
+    return len(item.op.points()) * len(steps) * sum(len(str(step)) for step in steps)
+
+
+def _merge(item_id: str, parts: list[Result]) -> Result:
     failed = next((r for r in parts if not r.ok), None)
-    return Result(
-        claim_id,
-        failed is None,
-        sum(r.cases for r in parts),
-        sum(r.seconds for r in parts),
-        failed.detail if failed else "",
-    )
+    return Result(item_id, failed is None, sum(r.cases for r in parts), sum(r.seconds for r in parts),
+                  failed.detail if failed else "")
 
 
-def _cost(claim_id: str) -> int:
-    """A rough work estimate: the summed product of the sizes over the claim's grid."""
-    grid = getattr(get_claim(claim_id).check, "grid", None)
-    return sum(math.prod(point.values()) for point in grid_points(grid)) if grid else 1
-
-
-def _short(value, limit: int = 120) -> str:
+def _short(value, limit: int = 160) -> str:
     text = str(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def format_table(results: list[Result]) -> str:
-    rows = [("claim", "statement", "sizes", "result", "time")]
+    rows = [("id", "proven", "result", "time")]
     for r in results:
-        claim = get_claim(r.id)
-        rows.append(
-            (r.id, claim.title, claim.sizes, "verified" if r.ok else "FAILED " + r.detail, f"{r.seconds:.2f}s")
-        )
-    widths = [max(len(row[c]) for row in rows) for c in range(4)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4] for row in rows]
+        item = get_item(r.id)
+        status = ("verified" + (f" ({r.detail})" if r.detail else "")) if r.ok else "FAILED " + r.detail
+        rows.append((r.id, item.sizes, status, f"{r.seconds:.2f}s"))
+    widths = [max(len(row[c]) for row in rows) for c in range(2)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:2], widths)) + "  " + row[2] + "  " + row[3] for row in rows]
     failed = sum(not r.ok for r in results)
-    lines.append(f"{len(results) - failed} claims verified, {failed} failed")
+    lines.append(f"{len(results) - failed} verified, {failed} failed")
     return "\n".join(lines)
+
+
+def default_workers() -> int:
+    return min(2, os.cpu_count() or 1)
