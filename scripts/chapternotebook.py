@@ -60,7 +60,9 @@ def _claim_markdown(markdown: str) -> str:
         item = (get_derivation if match["kind"] == "derivation" else get_claim)(match["id"])
         return f"$$\n{item.latex}\n$$\n\n*SymPy: {item.sizes} ({match['kind']} `{item.id}`).*"
 
-    return MARKER.sub(replace, markdown)
+    from exercisesmd import notebook_note
+
+    return notebook_note(MARKER.sub(replace, markdown))
 
 
 def has_shown_code(markdown: str) -> bool:

@@ -2,6 +2,8 @@
 
 - ``[[claim: id]]`` lines become the claim's formula and proof badge; the claims
   page is generated from the registry and this build's verification.
+- ``[[exercise: id]]`` lines become the exercise of ``derivations.exercises`` (its prompt, a self-check
+  and the worked solution, run once per package version; ``exercisesmd``).
 - Figures from ``derivations.figures`` are added to the build as ``vis/<name>.svg``.
 - KaTeX renders every formula into the HTML; a formula it rejects fails the build.
 
@@ -41,6 +43,7 @@ import htmlcheck  # noqa: E402
 import chapternotebook  # noqa: E402
 import claimsmd  # noqa: E402
 import claimsrecord  # noqa: E402
+import exercisesmd  # noqa: E402
 import mathrender  # noqa: E402
 import notebookpage  # noqa: E402
 import notebooks  # noqa: E402
@@ -117,6 +120,7 @@ def on_config(config):
     _start_pages(Path(config.docs_dir))
     _start_figures()
     _start_notebooks(Path(config.docs_dir))
+    _background("exercises", exercisesmd.prepare)  # run the exercises (or read their cached run) meanwhile
     return config
 
 
@@ -288,9 +292,13 @@ def on_page_markdown(markdown, page, config, files):
             log.info("docs/%s: session %s executed in %.1f s", src, run.session, run.seconds)
     if src.endswith(".md"):  # notebooks are checked in their rendered HTML (on_post_page)
         markdown, prose_errors = pageprose.substitute(markdown, runs)
-        prose_errors += pageprose.leftover_markers(markdown, allowed=claimsmd.MARKER_LINES)
+        prose_errors += pageprose.leftover_markers(markdown, allowed=claimsmd.MARKER_LINES + exercisesmd.MARKER_LINES)
         for error in prose_errors:
             log.error("docs/%s:%d: %s", src, error.line, error.message)
+    # Before the download link moves the lines, and before the claims: a symbolic answer shows claims.
+    markdown, errors = exercisesmd.expand(markdown, src)
+    for error in errors:
+        log.error("docs/%s: %s", src, error)
     _state["outputs"].begin_page(src)
     if src in _state.get("notebook_links", {}):
         markdown = _with_download_link(markdown, _state["notebook_links"][src])
