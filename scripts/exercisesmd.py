@@ -42,7 +42,8 @@ import claimsmd  # noqa: E402
 import pageprose  # noqa: E402
 
 MARKER = re.compile(r"^(?P<indent>[ \t]*)\[\[exercise:\s*(?P<id>[^\]\s]+)\s*\]\]\s*$", re.MULTILINE)
-MARKER_LINES = (MARKER,)
+INDEX = re.compile(r"^\[\[exercises-index\]\]\s*$", re.MULTILINE)
+MARKER_LINES = (MARKER, INDEX)
 EXTRA = "VB_EXTRA_EXERCISES"
 KIND_NAMES = {"numeric": "numeric", "choice": "multiple choice", "symbolic": "derivation", "explain": "explain"}
 
@@ -75,6 +76,35 @@ def notebook_note(markdown: str) -> str:
 def find_markers(markdown: str) -> list[tuple[str, int]]:
     """Every ``[[exercise: id]]`` line of a page: ``(id, 1-based line)``."""
     return [(m.group("id"), markdown.count("\n", 0, m.start()) + 1) for m in MARKER.finditer(markdown)]
+
+
+def index_markdown(placed: dict[str, str], page_src: str) -> tuple[str, list[str]]:
+    """Every exercise of the registry, grouped by chapter, each a link to where it is placed.
+
+    ``placed`` maps an exercise id to the page (docs-relative) that renders it.
+    """
+    import posixpath
+
+    from derivations.exercises import CHAPTERS
+
+    errors, parts = [], []
+    here = posixpath.dirname(page_src) or "."
+    exercises = registry()
+    for chapter in CHAPTERS:
+        rows = []
+        for exercise in (e for e in exercises if e.chapter == chapter):
+            target = placed.get(exercise.id)
+            if target is None:
+                errors.append(f"exercise {exercise.id} is on no page, so the index cannot link it")
+                continue
+            link = posixpath.relpath(target, here)
+            rows.append(f"- [{exercise.title}]({link}#{exercise.anchor}) ({KIND_NAMES[exercise.kind]})")
+        if rows:
+            pages = sorted({placed[e.id] for e in exercises if e.chapter == chapter and e.id in placed})
+            title = chapter.replace("-", " ").capitalize()
+            parts.append(f"## {title}\n\n" + f"{len(rows)} questions, on [their page]({posixpath.relpath(pages[0], here)}):\n\n"
+                         + "\n".join(rows))
+    return "\n\n".join(parts), errors
 
 
 # ----------------------------------------------------------------------------- running them (cached)

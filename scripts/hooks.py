@@ -244,6 +244,10 @@ def on_files(files, config):
                 if (title, file.src_uri) not in pages:
                     pages.append((title, file.src_uri))
     _state["cited_by"] = cited_by
+    _state["exercises_placed"] = {
+        exercise_id: file.src_uri
+        for file in files.documentation_pages() if file.src_uri.endswith(".md")
+        for exercise_id, _ in exercisesmd.find_markers(Path(file.abs_src_path).read_text(encoding="utf-8"))}
 
     for site_path, source in mathrender.katex_assets():
         files.append(File.generated(config, site_path, abs_src_path=str(source)))
@@ -297,6 +301,10 @@ def on_page_markdown(markdown, page, config, files):
             log.error("docs/%s:%d: %s", src, error.line, error.message)
     # Before the download link moves the lines, and before the claims: a symbolic answer shows claims.
     markdown, errors = exercisesmd.expand(markdown, src)
+    if exercisesmd.INDEX.search(markdown):
+        index, index_errors = exercisesmd.index_markdown(_state["exercises_placed"], src)
+        markdown = exercisesmd.INDEX.sub(lambda _: index, markdown)
+        errors += index_errors
     for error in errors:
         log.error("docs/%s: %s", src, error)
     _state["outputs"].begin_page(src)
