@@ -54,13 +54,15 @@ def _plain_markdown(text: str) -> str:
 
 def _claim_markdown(markdown: str) -> str:
     """Claim lines as display math with a note of what was proven."""
-    from claimsmd import CLAIM_LINE, lookup
+    from claimsmd import MARKER, get_claim, get_derivation
 
-    def replace(match: re.Match) -> str:  # a claim or, since the claims rebuild, a derivation
-        item = lookup(match["kind"], match["id"])
-        return f"$$\n{item.latex}\n$$\n\n*Proven by SymPy ({item.sizes}): {match['kind']} `{item.id}`.*"
+    def replace(match: re.Match) -> str:
+        item = (get_derivation if match["kind"] == "derivation" else get_claim)(match["id"])
+        return f"$$\n{item.latex}\n$$\n\n*SymPy: {item.sizes} ({match['kind']} `{item.id}`).*"
 
-    return CLAIM_LINE.sub(replace, markdown)
+    from exercisesmd import notebook_note
+
+    return notebook_note(MARKER.sub(replace, markdown))
 
 
 def has_shown_code(markdown: str) -> bool:

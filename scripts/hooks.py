@@ -2,6 +2,8 @@
 
 - ``[[claim: id]]`` lines become the claim's formula and proof badge; the claims
   page is generated from the registry and this build's verification.
+- ``[[exercise: id]]`` lines become the exercise of ``derivations.exercises`` (its prompt, a self-check
+  and the worked solution, run once per package version; ``exercisesmd``).
 - Figures from ``derivations.figures`` are added to the build as ``vis/<name>.svg``.
 - KaTeX renders every formula into the HTML; a formula it rejects fails the build.
 
@@ -41,6 +43,7 @@ import htmlcheck  # noqa: E402
 import chapternotebook  # noqa: E402
 import claimsmd  # noqa: E402
 import claimsrecord  # noqa: E402
+import exercisesmd  # noqa: E402
 import mathrender  # noqa: E402
 import notebookpage  # noqa: E402
 import notebooks  # noqa: E402
@@ -117,6 +120,7 @@ def on_config(config):
     _start_pages(Path(config.docs_dir))
     _start_figures()
     _start_notebooks(Path(config.docs_dir))
+    _background("exercises", exercisesmd.prepare)  # run the exercises (or read their cached run) meanwhile
     return config
 
 
@@ -240,6 +244,10 @@ def on_files(files, config):
                 if (title, file.src_uri) not in pages:
                     pages.append((title, file.src_uri))
     _state["cited_by"] = cited_by
+    _state["exercises_placed"] = {
+        exercise_id: file.src_uri
+        for file in files.documentation_pages() if file.src_uri.endswith(".md")
+        for exercise_id, _ in exercisesmd.find_markers(Path(file.abs_src_path).read_text(encoding="utf-8"))}
 
     for site_path, source in mathrender.katex_assets():
         files.append(File.generated(config, site_path, abs_src_path=str(source)))
@@ -288,9 +296,17 @@ def on_page_markdown(markdown, page, config, files):
             log.info("docs/%s: session %s executed in %.1f s", src, run.session, run.seconds)
     if src.endswith(".md"):  # notebooks are checked in their rendered HTML (on_post_page)
         markdown, prose_errors = pageprose.substitute(markdown, runs)
-        prose_errors += pageprose.leftover_markers(markdown, allowed=claimsmd.MARKER_LINES)
+        prose_errors += pageprose.leftover_markers(markdown, allowed=claimsmd.MARKER_LINES + exercisesmd.MARKER_LINES)
         for error in prose_errors:
             log.error("docs/%s:%d: %s", src, error.line, error.message)
+    # Before the download link moves the lines, and before the claims: a symbolic answer shows claims.
+    markdown, errors = exercisesmd.expand(markdown, src)
+    if exercisesmd.INDEX.search(markdown):
+        index, index_errors = exercisesmd.index_markdown(_state["exercises_placed"], src)
+        markdown = exercisesmd.INDEX.sub(lambda _: index, markdown)
+        errors += index_errors
+    for error in errors:
+        log.error("docs/%s: %s", src, error)
     _state["outputs"].begin_page(src)
     if src in _state.get("notebook_links", {}):
         markdown = _with_download_link(markdown, _state["notebook_links"][src])

@@ -612,4 +612,3 @@ def test_bands_span_the_seeds_at_every_point():
     for x in range(3):
         ys = band[np.isclose(band[:, 0], x), 1]
         assert ys.min() == per_seed[:, x].min() and ys.max() == per_seed[:, x].max()
-
