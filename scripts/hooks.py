@@ -357,7 +357,7 @@ def on_post_page(output, page, config):
         for snippet in htmlcheck.raw_source(output):
             log.error("docs/%s: raw TeX or an unexpanded marker would reach readers: ...%s...",
                       page.file.src_uri, snippet)
-    return output
+    return mathrender.compact_styles(output)
 
 
 @event_priority(-100)  # after the search plugin has written its index
