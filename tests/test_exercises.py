@@ -579,13 +579,25 @@ def test_every_exercise_is_placed_on_a_page_and_every_marker_is_known() -> None:
     assert sorted(set(placed) - set(BY_ID)) == [], "markers naming no exercise"
 
 
-def test_the_exercises_page_lists_every_exercise_under_its_chapter() -> None:
-    text = (DOCS / "exercises.md").read_text(encoding="utf-8")
-    sections = re.split(r"^## ", text, flags=re.MULTILINE)[1:]
+def test_each_chapter_has_a_questions_page_with_its_exercises_in_registry_order() -> None:
+    for chapter in CHAPTERS:
+        text = (DOCS / "questions" / f"{chapter}.md").read_text(encoding="utf-8")
+        ids = [exercise_id for exercise_id, _ in exercisesmd.find_markers(text)]
+        assert ids == [e.id for e in EXERCISES if e.chapter == chapter], chapter
+
+
+def test_the_index_lists_every_exercise_under_its_chapter_linked_to_its_page() -> None:
+    placed = {e.id: f"questions/{e.chapter}.md" for e in EXERCISES}
+    index, errors = exercisesmd.index_markdown(placed, "exercises.md")
+    assert not errors
+    sections = re.split(r"^## ", index, flags=re.MULTILINE)[1:]
     assert len(sections) == len(CHAPTERS)
     for chapter, section in zip(CHAPTERS, sections):
-        ids = [exercise_id for exercise_id, _ in exercisesmd.find_markers(section)]
-        assert ids == [e.id for e in EXERCISES if e.chapter == chapter], chapter
+        links = re.findall(r"\]\((questions/[^)#]+)#([^)]+)\)", section)
+        chapter_exercises = [e for e in EXERCISES if e.chapter == chapter]
+        assert links == [(f"questions/{chapter}.md", e.anchor) for e in chapter_exercises], chapter
+    _, errors = exercisesmd.index_markdown({k: v for k, v in placed.items() if k != EXERCISES[0].id}, "exercises.md")
+    assert errors and EXERCISES[0].id in errors[0]  # an exercise on no page is reported, not silently left out
 
 
 def test_unknown_marker_is_an_error_naming_the_line() -> None:

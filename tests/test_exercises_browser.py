@@ -34,6 +34,10 @@ def exercise_site(tmp_path_factory) -> Path:
     (docs / "index.md").write_text("# Home\n\nSee [the exercises](exercises.md).\n")
     for name in ("exercises.md", "claims.md", "assets/site.css", "assets/exercises.js"):
         shutil.copy(DOCS / name, docs / name)
+    # Every exercise on one page of this small site (the real site has a page per chapter).
+    markers = [line for page in sorted((DOCS / "questions").glob("*.md"))
+               for line in page.read_text(encoding="utf-8").splitlines() if line.startswith("[[exercise:")]
+    (docs / "all.md").write_text("# All exercises\n\n" + "\n\n".join(markers) + "\n")
     config = write_config(root, docs, nav=None, extra_css=["assets/katex/katex.min.css", "assets/site.css"])
     result = mkdocs_build(root / "site", config)
     if result.returncode != 0:
@@ -46,7 +50,7 @@ def server(exercise_site: Path):
     handler = functools.partial(_Quiet, directory=str(exercise_site))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/exercises/"
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/all/"
     httpd.shutdown()
 
 
