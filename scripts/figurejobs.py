@@ -1,10 +1,15 @@
 """Draw the figures of ``derivations.figures`` that are not cached yet, in a process of their own.
 
-``python scripts/figurejobs.py <key>`` draws every missing ``<name>-<key>.svg`` into
+``python scripts/figurejobs.py <key>`` draws every missing variant of every figure into
 ``.cache/build/figures`` and prints one JSON line per failure, ``{"figure": name,
 "error": message}``; the build runs it beside the pages and reports the failures. The
 key is the hash of the ``derivations`` source, so a change to any figure's code (or to
 what it draws from) draws it again.
+
+Variants (``VARIANTS``): the drawing for a page column (``""``), its dark-scheme version
+(``"-dark"``, colours mapped by ``_svg.dark``, not drawn again), and for the figures in
+``NARROW`` the phone layout and its dark version (``"-narrow"``, ``"-narrow-dark"``). The
+site serves variant ``v`` of figure ``name`` at ``vis/<name><v>.svg``.
 """
 
 from __future__ import annotations
@@ -18,31 +23,56 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import buildcache  # noqa: E402
 
+VARIANTS = ("", "-dark", "-narrow", "-narrow-dark")
 
-def figure_path(name: str, key: str) -> Path:
-    return buildcache.path_for("figures", f"{name}-{key}", ".svg")
+
+def figure_path(name: str, key: str, variant: str = "") -> Path:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown figure variant {variant!r}; known: {VARIANTS}")
+    return buildcache.path_for("figures", f"{name}{variant}-{key}", ".svg")
+
+
+def variants(name: str) -> tuple[str, ...]:
+    """The variants figure ``name`` has: all four if it draws a narrow layout, else two."""
+    from derivations.figures import NARROW
+
+    return VARIANTS if name in NARROW else VARIANTS[:2]
+
+
+def all_drawn(key: str) -> bool:
+    from derivations.figures import FIGURES
+
+    return all(figure_path(name, key, v).exists() for name in FIGURES for v in variants(name))
+
+
+def _write(path: Path, svg: str) -> None:
+    partial = path.with_suffix(".partial")
+    partial.write_text(svg, encoding="utf-8")
+    partial.replace(path)
 
 
 def draw_missing(key: str) -> list[dict]:
     import matplotlib
 
     matplotlib.use("Agg")
-    from derivations.figures import FIGURES
+    from derivations.figures import FIGURES, _svg, render
 
     failures = []
     for name in sorted(FIGURES):
-        target = figure_path(name, key)
-        if target.exists():
-            continue
-        try:
-            svg = FIGURES[name]()
-        except Exception as error:  # noqa: BLE001 - a failing figure is reported by name, not fatal here
-            failures.append({"figure": name, "error": f"{type(error).__name__}: {error}",
-                             "traceback": traceback.format_exc()})
-            continue
-        partial = target.with_suffix(".partial")
-        partial.write_text(svg, encoding="utf-8")
-        partial.replace(target)
+        for layout in ("wide", "narrow") if "-narrow" in variants(name) else ("wide",):
+            suffix = "" if layout == "wide" else "-narrow"
+            light, dark = figure_path(name, key, suffix), figure_path(name, key, suffix + "-dark")
+            if light.exists() and dark.exists():
+                continue
+            try:
+                svg = render(name, layout)
+                dark_svg = _svg.dark(svg)
+            except Exception as error:  # noqa: BLE001 - a failing figure is reported by name, not fatal here
+                failures.append({"figure": f"{name} ({layout})", "error": f"{type(error).__name__}: {error}",
+                                 "traceback": traceback.format_exc()})
+                continue
+            _write(light, svg)
+            _write(dark, dark_svg)
     return failures
 
 

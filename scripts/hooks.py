@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import buildcache  # noqa: E402
 import figurejobs  # noqa: E402
+import figurepage  # noqa: E402
 import htmlcheck  # noqa: E402
 import chapternotebook  # noqa: E402
 import claimsmd  # noqa: E402
@@ -47,6 +48,7 @@ import exercisesmd  # noqa: E402
 import mathrender  # noqa: E402
 import notebookpage  # noqa: E402
 import notebooks  # noqa: E402
+import outputblocks  # noqa: E402
 import pageexec  # noqa: E402
 import pageprose  # noqa: E402
 import searchtext  # noqa: E402
@@ -134,7 +136,7 @@ def _start_figures() -> None:
 
     key = _state["package_hash"]
     _state["figure_names"] = sorted(FIGURES)
-    if all(figurejobs.figure_path(name, key).exists() for name in FIGURES):
+    if figurejobs.all_drawn(key):
         _state["figure_thread"] = None
         return
 
@@ -155,6 +157,7 @@ def on_env(env, config, files):
     for failure in _state.get("figure_failures", []):
         log.error("figure %r (derivations.figures) failed: %s\n%s", failure["figure"], failure["error"],
                   failure["traceback"])
+    _state["drawings"] = figurepage.drawings(_state["figure_names"], _state["package_hash"])
     return env
 
 
@@ -169,7 +172,7 @@ def _start_pages(docs: Path) -> None:
     outputs = pageexec.PageOutputs()
     _state["outputs"] = outputs
     for language in ("python", "py"):
-        markdown_exec.formatters[language] = outputs.format
+        markdown_exec.formatters[language] = outputblocks.marking(outputs.format)  # outputs marked as such
 
     def run() -> None:
         try:
@@ -275,9 +278,11 @@ def on_files(files, config):
 
     # Figures are drawn by _start_figures (cached under the package hash); MkDocs copies them after on_env.
     for name in _state["figure_names"]:
-        path = figurejobs.figure_path(name, _state["package_hash"])
-        files.append(File.generated(config, f"vis/{name}.svg", abs_src_path=str(path)))
+        for variant in figurejobs.variants(name):
+            path = figurejobs.figure_path(name, _state["package_hash"], variant)
+            files.append(File.generated(config, f"vis/{name}{variant}.svg", abs_src_path=str(path)))
     return files
+
 
 
 def _renderer():
@@ -336,6 +341,11 @@ def _with_download_link(markdown: str, href: str) -> str:
 
 def on_post_page(output, page, config):
     _renderer()
+    # Each figure as its light and dark drawing (and phone layout), opening in the lightbox; here, not
+    # in on_page_content, because the figures are drawn while the pages render (on_env waits for them).
+    output, errors = figurepage.expand(output, _state["drawings"])
+    for error in errors:
+        log.error("docs/%s: %s", page.file.src_uri, error)
     if page.file.src_uri.endswith(".ipynb"):
         try:
             output = notebookpage.strip_remote_loaders(output)

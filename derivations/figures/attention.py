@@ -21,7 +21,7 @@ from matplotlib.ticker import FuncFormatter
 from ..reference import attention, softmax_backward
 from ..experiments.attention import attention_worked_example, saturation_curves
 from . import register
-from ._svg import figure, to_svg
+from ._svg import figure, is_narrow, to_svg
 
 # Ids of the figures' elements in the SVG (``<g id=...>``): stable names a test can count.
 WEIGHTS_ID = "attention-weights"
@@ -68,7 +68,7 @@ def _heatmap(ax, values, gid: str, title: str, diverging: bool):
     return mesh
 
 
-@register("attention_weights")
+@register("attention_weights", narrow=True)
 def attention_weights() -> str:
     """Weights ``A`` and score gradient ``dS`` of the chapter's worked example, side by side."""
     Q, K, V, dO = attention_worked_example()
@@ -76,7 +76,7 @@ def attention_weights() -> str:
     _, _, _, A = cache  # attention's cache is (Q, K, V, A)
     dS = softmax_backward(dO @ V.T, (A,))  # softmax's cache is its output
 
-    fig, (left, right) = figure(1, 2, figsize=(8.0, 2.9))
+    fig, (left, right) = figure(1, 2, figsize=(8.0, 2.9), narrow={"nrows": 2, "ncols": 1, "figsize": (4.6, 5.6)})
     mesh = _heatmap(left, A, WEIGHTS_ID, r"attention weights $A$ (rows sum to 1)", diverging=False)
     fig.colorbar(mesh, ax=left, shrink=0.8)
     mesh = _heatmap(right, dS, SCORE_GRADIENT_ID, r"score gradient $\partial L / \partial S$ (rows sum to 0)",
@@ -85,7 +85,7 @@ def attention_weights() -> str:
     return to_svg(fig)
 
 
-@register("softmax_saturation")
+@register("softmax_saturation", narrow=True)
 def softmax_saturation() -> str:
     """Mean softmax-Jacobian norm against a score multiplier, per ``d_k``, scaled and unscaled, over seeds.
 
@@ -94,7 +94,7 @@ def softmax_saturation() -> str:
     """
     curves = saturation_curves()
     c = curves.multipliers
-    fig, ax = figure(figsize=(6.8, 4.4))
+    fig, ax = figure(figsize=(6.8, 4.4), narrow={"figsize": (4.6, 5.2)})
     colors = ("#1b9e77", "#d95f02", "#7570b3")
     for w, (d_k, color) in enumerate(zip(curves.d_k, colors)):
         for norms, style, kind in ((curves.scaled, "-", "scaled"), (curves.unscaled, "--", "unscaled")):
@@ -114,9 +114,10 @@ def softmax_saturation() -> str:
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_major_formatter(FuncFormatter(_power_of_ten))
     ax.set_xlim(c[0], c[-1])
-    ax.set_xlabel(r"score multiplier $c$: scores $c\,QK^{\top}/\sqrt{d_k}$, or $c\,QK^{\top}$ without the scale")
-    ax.set_ylabel("mean Frobenius norm of the softmax Jacobian")
-    ax.set_title("The softmax gradient collapses as scores grow")
+    line_break = "\n" if is_narrow() else " "
+    ax.set_xlabel(rf"score multiplier $c$: scores $c\,QK^{{\top}}/√d_k$,{line_break}or $c\,QK^{{\top}}$ without the scale")
+    ax.set_ylabel(f"mean Frobenius norm of{line_break}the softmax Jacobian")
+    ax.set_title(f"The softmax gradient collapses{line_break}as scores grow")
 
     width_handles = [ax.plot([], [], color=color, linewidth=1.8)[0] for color in colors]
     width_legend = ax.legend(width_handles, [rf"$d_k = {d_k}$" for d_k in curves.d_k], loc="lower left",
@@ -124,7 +125,8 @@ def softmax_saturation() -> str:
     ax.add_artist(width_legend)
     style_handles = [ax.plot([], [], style, color="0.3", linewidth=1.8)[0] for style in ("-", "--")]
     style_handles.append(Patch(color="0.3", alpha=0.18, linewidth=0))
-    ax.legend(style_handles, [r"with $1/\sqrt{d_k}$", "without", "range"], loc="lower left",
-              bbox_to_anchor=(0.2, 0.0), frameon=False, alignment="left",
+    # Side by side under the curves; stacked on a phone, where the empty corner is narrow and tall.
+    ax.legend(style_handles, ["with $1/√d_k$", "without", "range"], loc="lower left",
+              bbox_to_anchor=(0.0, 0.3) if is_narrow() else (0.2, 0.0), frameon=False, alignment="left",
               title=f"scores: median and range\nover {len(curves.seeds)} seeds")
     return to_svg(fig)

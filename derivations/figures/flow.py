@@ -35,7 +35,7 @@ from ..experiments.flow import (
     rnn_gradient_horizon,
 )
 from . import register
-from ._svg import figure, to_svg
+from ._svg import figure, is_narrow, to_svg
 
 # Ids in the SVG (``<g id=...>``), so tests can find the curves: ``<id>-...`` for a line,
 # ``<id>-...-band`` for the band of the same curve, ``<id>-ratio-<norm>`` for points.
@@ -71,10 +71,10 @@ def _line_and_band(ax, x, per_seed, centre, color, gid, **line_options):
     return line
 
 
-@register("deep_chain")
+@register("deep_chain", narrow=True)
 def deep_chain() -> str:
     """``||dL/dh_l|| / ||dL/dh_50||`` against layer ``l``, one curve per weight scale, linear and tanh."""
-    fig, axes = figure(1, 2, figsize=(8.4, 3.6), sharey=True)
+    fig, axes = figure(1, 2, figsize=(8.4, 3.6), sharey=True, narrow={"nrows": 2, "ncols": 1, "figsize": (4.6, 6.8)})
     colors = ("#2166ac", "#67a9cf", "#636363", "#ef8a62", "#b2182b")
     layers = np.arange(CHAIN_DEPTH + 1)
     titles = {"linear": r"linear: $h_l = h_{l-1} W_l$", "tanh": r"$\tanh$: $h_l = \tanh(h_{l-1} W_l)$"}
@@ -89,18 +89,19 @@ def deep_chain() -> str:
         ax.set_xlim(0, CHAIN_DEPTH)
         ax.set_xlabel(rf"layer $l$ (0 = input, {CHAIN_DEPTH} = where the loss is)")
         ax.set_title(titles[activation])
-    axes[0].set_ylabel(rf"$\Vert \partial L / \partial h_l \Vert \;/\; \Vert \partial L / \partial h_{{{CHAIN_DEPTH}}} \Vert$")
-    axes[1].legend(title=r"$W \sim \mathcal{N}(0,\, \sigma^2 / \mathrm{width})$", frameon=False, loc="upper right")
+    for ax in axes if is_narrow() else axes[:1]:  # stacked panels each carry their label
+        ax.set_ylabel(rf"$\Vert \partial L / \partial h_l \Vert \;/\; \Vert \partial L / \partial h_{{{CHAIN_DEPTH}}} \Vert$")
+    axes[1].legend(title=r"$W \sim \mathrm{N}(0,\, \sigma^2 / \mathrm{width})$", frameon=False, loc="upper right")
     return to_svg(fig)
 
 
-@register("rnn_horizon")
+@register("rnn_horizon", narrow=True)
 def rnn_horizon() -> str:
     """``||dL/dh_0|| / ||dL/dh_T||`` against ``T``: at the fixed point (no input) and driven by inputs."""
-    fig, axes = figure(1, 2, figsize=(8.4, 3.8), sharey=True)
+    fig, axes = figure(1, 2, figsize=(8.4, 3.8), sharey=True, narrow={"nrows": 2, "ncols": 1, "figsize": (4.6, 7.4)})
     colors = ("#1b9e77", "#7570b3", "#e7298a", "#d95f02", "#666666")
     horizons = np.array(RNN_HORIZONS)
-    titles = (r"no input: $\tanh' = 1$ at every step", "standard normal inputs")
+    titles = (r"no input: $\tanh′ = 1$ at every step", "standard normal inputs")
     for ax, input_scale, title in zip(axes, (0.0, 1.0), titles):
         for (label, W), color in zip(recurrent_examples(RNN_WIDTH).items(), colors):
             ratios = np.maximum(rnn_gradient_horizon(W, RNN_HORIZONS, input_scale, SEEDS), 1e-300)  # [seed, T]
@@ -112,17 +113,19 @@ def rnn_horizon() -> str:
         ax.set_xlim(0, horizons[-1])
         ax.set_xlabel(r"horizon $T$ (steps back)")
         ax.set_title(title)
-    axes[0].set_ylabel(r"$\Vert \partial L / \partial h_0 \Vert \;/\; \Vert \partial L / \partial h_T \Vert$")
-    axes[1].legend(frameon=False, loc="upper right", fontsize=8.5)
+    for ax in axes if is_narrow() else axes[:1]:
+        ax.set_ylabel(r"$\Vert \partial L / \partial h_0 \Vert \;/\; \Vert \partial L / \partial h_T \Vert$")
+    axes[1].legend(frameon=False, loc="upper right", fontsize=9)
     return to_svg(fig)
 
 
-@register("gradient_flow")
+@register("gradient_flow", narrow=True)
 def gradient_flow() -> str:
     """Per-block parameter-gradient norm at initialisation, post- and pre-norm, and block 0 over the last block."""
     profiles = norm_placement_profiles()
     depths = PLACEMENT["depths"]
-    fig, axes = figure(1, 3, figsize=(11.0, 3.9), width_ratios=(1.0, 1.0, 0.8))
+    fig, axes = figure(1, 3, figsize=(11.0, 4.3), width_ratios=(1.0, 1.0, 0.8),
+                       narrow={"nrows": 3, "ncols": 1, "figsize": (4.6, 10.4), "width_ratios": None})
     colors = ("#fdae61", "#f46d43", "#d73027", "#a50026", "#4d0013")
     titles = {"post": r"post-norm: $x \leftarrow \mathrm{LN}(x + f(x))$",
               "pre": r"pre-norm: $x \leftarrow x + f(\mathrm{LN}(x))$"}
@@ -142,9 +145,11 @@ def gradient_flow() -> str:
     for ax in axes[:2]:
         ax.set_ylim(low, high)
         ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
-    axes[1].set_yticklabels([])
-    axes[0].set_ylabel(r"$\Vert$gradient of block $l$'s parameters$\Vert$")
-    axes[1].legend(frameon=False, loc="upper right", fontsize=8.5)
+    if not is_narrow():  # side by side, the middle panel reads the left one's scale
+        axes[1].set_yticklabels([])
+    for ax in axes[:2] if is_narrow() else axes[:1]:
+        ax.set_ylabel(r"$\Vert$gradient of block $l$'s parameters$\Vert$")
+    axes[1].legend(frameon=False, loc="upper right", fontsize=9.5)
 
     ax = axes[2]
     positions = np.arange(len(depths))
@@ -164,6 +169,6 @@ def gradient_flow() -> str:
     ax.set_xticks(positions, [str(d) for d in depths])
     ax.set_xlabel("blocks")
     ax.set_title("block 0 / last block")
-    ax.legend(frameon=False, loc="upper left", fontsize=8.5, title=f"{len(PLACEMENT['seeds'])} seeds; bar: geom. mean",
-              title_fontsize=8.5)
+    ax.legend(frameon=False, loc="upper left", fontsize=9.5, title=f"{len(PLACEMENT['seeds'])} seeds; bar: geom. mean",
+              title_fontsize=9.5)
     return to_svg(fig)

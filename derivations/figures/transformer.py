@@ -27,7 +27,7 @@ from ..reference.model import stage_names
 from ..reference.task import VOCAB, tokenize
 from ..reference.train import TrainingRun, load_or_train
 from . import register
-from ._svg import figure, to_svg
+from ._svg import figure, is_narrow, to_svg
 
 FORWARD_COLOR = "0.45"
 BACKWARD_COLOR = "#c0392b"
@@ -124,7 +124,7 @@ def transformer_backward_diagram() -> str:
 
 def draw_training_curves(run: TrainingRun) -> str:
     """Training-batch loss per step, held-out loss and held-out accuracy at the evaluation steps."""
-    fig, (left, right) = figure(1, 2, figsize=(9.0, 3.8))
+    fig, (left, right) = figure(1, 2, figsize=(9.0, 3.8), narrow={"nrows": 2, "ncols": 1, "figsize": (4.6, 7.2)})
     steps = np.arange(len(run.losses))
     line, = left.plot(steps, run.losses, color="#9fb3d9", linewidth=0.9, label="training batch (every step)")
     line.set_gid("training-loss")
@@ -146,8 +146,8 @@ def draw_training_curves(run: TrainingRun) -> str:
     right.set_ylabel("held-out accuracy (%)")
     right.set_title(f"accuracy on {run.settings.n_held_out:,} unseen inputs")
     s = run.settings
-    fig.suptitle(f"one training run (seeds: initialisation {s.init_seed}, split {s.data_seed}, "
-                 f"batches {s.batch_seed})", fontsize=10, color="0.35")
+    fig.suptitle(f"one training run (seeds: initialisation {s.init_seed},{chr(10) if is_narrow() else ' '}"
+                 f"split {s.data_seed}, batches {s.batch_seed})", fontsize=10, color="0.35")
     return to_svg(fig)
 
 
@@ -156,25 +156,28 @@ def draw_attention(run: TrainingRun) -> str:
     labels = [VOCAB[t] for t in tokenize(run.settings.example)]
     n_layers, n_heads = run.attention_before.shape[:2]
     rows = [("before", run.attention_before), ("after", run.attention_after)]
-    fig, axes = figure(2 * n_layers, n_heads, figsize=(1.9 * n_heads + 1.6, 1.9 * 2 * n_layers + 0.6),
+    # On a phone, two heads side by side: each (training state, block) takes n_heads / 2 rows.
+    per_row = 2 if is_narrow() and n_heads % 2 == 0 else n_heads
+    fold = n_heads // per_row
+    fig, axes = figure(2 * n_layers * fold, per_row, figsize=(1.9 * per_row + 1.6, 1.9 * 2 * n_layers * fold + 0.6),
                        squeeze=False, sharex=True, sharey=True)
     image = None
     for r, (when, weights) in enumerate(rows):
         for l in range(n_layers):
             for head in range(n_heads):
-                ax = axes[r * n_layers + l, head]
+                ax = axes[(r * n_layers + l) * fold + head // per_row, head % per_row]
                 image = ax.imshow(weights[l, head], cmap="Blues", vmin=0.0, vmax=1.0)
                 image.set_gid(f"attention-{when}-block{l}-head{head}")
                 ax.set_xticks(range(len(labels)), labels, fontsize=10)
                 ax.set_yticks(range(len(labels)), labels, fontsize=10)
                 ax.tick_params(length=0)
-                if r * n_layers + l == 0:
+                if r * n_layers + l == 0 or fold > 1:
                     ax.set_title(f"head {head}", fontsize=11)
-                if head == 0:
+                if head % per_row == 0:
                     ax.set_ylabel(f"{when} training\nblock {l}: query", fontsize=11)
-                if r * n_layers + l == 2 * n_layers - 1:
+                if (r * n_layers + l) * fold + head // per_row == 2 * n_layers * fold - 1:
                     ax.set_xlabel("key", fontsize=11)
-    fig.colorbar(image, ax=axes, shrink=0.5, label="attention weight")
+    fig.colorbar(image, ax=axes, shrink=0.5 / fold, label="attention weight")
     return to_svg(fig)
 
 
@@ -199,7 +202,9 @@ def draw_gradient_norms(run: TrainingRun, spread: tuple[dict, dict] | None = Non
     group_names = list(groups)[::-1]
     heights = (len(stages), len(group_names))
     fig, (left, right) = figure(1, 2, figsize=(10.0, 0.26 * max(heights) + 1.9),
-                                gridspec_kw={"width_ratios": [1.25, 1.0]})
+                                gridspec_kw={"width_ratios": [1.25, 1.0]},
+                                narrow={"nrows": 2, "ncols": 1, "figsize": (4.6, 0.24 * sum(heights) + 3.2),
+                                        "gridspec_kw": {"height_ratios": list(heights)}})
     if spread is not None:
         for ax, names, values, gid in ((left, stages, spread[0], "stage-norms-spread"),
                                        (right, group_names, spread[1], "param-norms-spread")):
@@ -232,17 +237,17 @@ def draw_gradient_norms(run: TrainingRun, spread: tuple[dict, dict] | None = Non
     return to_svg(fig)
 
 
-@register("transformer_training_curves")
+@register("transformer_training_curves", narrow=True)
 def transformer_training_curves() -> str:
     return draw_training_curves(load_or_train())
 
 
-@register("transformer_attention")
+@register("transformer_attention", narrow=True)
 def transformer_attention() -> str:
     return draw_attention(load_or_train())
 
 
-@register("transformer_gradient_norms")
+@register("transformer_gradient_norms", narrow=True)
 def transformer_gradient_norms() -> str:
     run = load_or_train()
     return draw_gradient_norms(run, probe_gradient_norms(run.settings, SEEDS))
