@@ -31,8 +31,14 @@ def get_derivation(derivation_id: str):
 MARKER = re.compile(r"^(?P<indent>[ \t]*)\[\[(?P<kind>claim|derivation):\s*(?P<id>[^\]\s]+)\s*\]\]\s*$", re.MULTILINE)
 CLAIM_LINE = MARKER  # the old name, for callers that import it
 CLAIMS_PAGE = "claims.md"
+DERIVATIONS_PAGE = "derivations.md"  # a page of its own: both on one page made it too heavy
 # Whole-line markers that the hooks expand; anything else written with [[ ]] is an error.
-MARKER_LINES = (CLAIM_LINE, re.compile(r"\[\[claims-table\]\]"))
+MARKER_LINES = (CLAIM_LINE, re.compile(r"\[\[(claims|derivations)-table\]\]"))
+
+
+def page_of(kind: str) -> str:
+    """The registry page that lists items of ``kind`` (``"claim"`` or ``"derivation"``)."""
+    return DERIVATIONS_PAGE if kind == "derivation" else CLAIMS_PAGE
 
 
 @dataclass(frozen=True)
@@ -99,10 +105,10 @@ def expand(markdown: str, page_src: str, renderer=None) -> tuple[str, list[str]]
     (``mathrender.KatexRenderer``) every formula is checked as it is placed.
     """
     errors: list[str] = []
-    link = relative_link(page_src)
 
     def replace(match: re.Match) -> str:
         kind, item_id, indent = match.group("kind"), match.group("id"), match.group("indent")
+        link = relative_link(page_src, page_of(kind))
         line = markdown.count("\n", 0, match.start()) + 1
         try:
             item = lookup(kind, item_id)
@@ -131,8 +137,9 @@ def _implementation(claim) -> str:
 
 
 def claims_page(cited_by: dict[str, list[tuple[str, str]]], results: dict[str, dict] | None,
-                renderer=None) -> tuple[str, list[str]]:
-    """Markdown for the registry: one section per claim, then one per derivation, in registry order.
+                renderer=None, kind: str = "claim") -> tuple[str, list[str]]:
+    """Markdown for the registry page of ``kind``: one section per claim (or per derivation), in
+    registry order.
 
     ``cited_by`` maps an id to ``(page title, page src)`` pairs; ``results`` maps an id to its
     verification result (``ok``, ``cases``, ``detail``) from this build. Returns the Markdown
@@ -155,12 +162,12 @@ def claims_page(cited_by: dict[str, list[tuple[str, str]]], results: dict[str, d
         return f"verified by SymPy for this version of the claims ({how})"
 
     def pages(item_id: str) -> str:
-        return ", ".join(f"[{title}]({relative_link(CLAIMS_PAGE, src)})"
+        return ", ".join(f"[{title}]({relative_link(page_of(kind), src)})"
                          for title, src in cited_by.get(item_id, [])) or "no page"
 
-    for kind, items in (("claim", registry.CLAIMS), ("derivation", registry.DERIVATIONS)):
-        if kind == "derivation":
-            sections.append("## Derivations\n\nEach `=` below is proven by SymPy, one step after the other.\n")
+    if kind not in ("claim", "derivation"):
+        raise ValueError(f"claims_page: kind must be 'claim' or 'derivation', not {kind!r}")
+    for items in (registry.CLAIMS if kind == "claim" else registry.DERIVATIONS,):
         for item in items:
             problem = check_formula(item, renderer)
             if problem:
@@ -170,7 +177,8 @@ def claims_page(cited_by: dict[str, list[tuple[str, str]]], results: dict[str, d
             if kind == "claim":
                 lines.append(f"- implemented by: {_implementation(item)}")
             elif item.concludes:
-                lines.append(f"- concludes: [`{item.concludes}`](#{anchor(item.concludes)})")
+                claims = relative_link(DERIVATIONS_PAGE, CLAIMS_PAGE)
+                lines.append(f"- concludes: [`{item.concludes}`]({claims}#{anchor(item.concludes)})")
             lines += [f"- result: {status(item.id, kind)}", f"- cited by: {pages(item.id)}", ""]
             sections.append("\n".join(lines))
     return "\n".join(sections), errors
@@ -197,10 +205,11 @@ def notebook_markdown(text: str) -> str:
 def expand_html(page_html: str, page_url: str, claims_url: str = "claims/", renderer=None) -> tuple[str, list[str]]:
     """Replace marker paragraphs of a rendered notebook by the formula and badge."""
     errors: list[str] = []
-    link = posixpath.relpath(claims_url, page_url or ".") + "/"
 
     def replace(match: re.Match) -> str:
         kind, item_id = match.group("kind"), match.group("id")
+        url = claims_url if kind == "claim" else DERIVATIONS_PAGE.removesuffix(".md") + "/"
+        link = posixpath.relpath(url, page_url or ".") + "/"
         try:
             item = lookup(kind, item_id)
         except KeyError as error:

@@ -50,6 +50,7 @@ import notebookpage  # noqa: E402
 import notebooks  # noqa: E402
 import outputblocks  # noqa: E402
 import pageexec  # noqa: E402
+import pageweight  # noqa: E402
 import pageprose  # noqa: E402
 import searchtext  # noqa: E402
 
@@ -318,13 +319,16 @@ def on_page_markdown(markdown, page, config, files):
     markdown, errors = claimsmd.expand(markdown, src, _renderer())
     for error in errors:
         log.error("docs/%s: %s", src, error)
-    if page.file.src_uri == claimsmd.CLAIMS_PAGE:
-        table, errors = claimsmd.claims_page(_state["cited_by"], _verification_results(), _renderer())
+    for kind, registry_page, placeholder in (("claim", claimsmd.CLAIMS_PAGE, "[[claims-table]]"),
+                                             ("derivation", claimsmd.DERIVATIONS_PAGE, "[[derivations-table]]")):
+        if page.file.src_uri != registry_page:
+            continue
+        table, errors = claimsmd.claims_page(_state["cited_by"], _verification_results(), _renderer(), kind)
         for error in errors:
             log.error("docs/%s: %s", page.file.src_uri, error)
-        if "[[claims-table]]" not in markdown:
-            log.error("docs/%s: the [[claims-table]] placeholder is missing", page.file.src_uri)
-        markdown = markdown.replace("[[claims-table]]", table)
+        if placeholder not in markdown:
+            log.error("docs/%s: the %s placeholder is missing", page.file.src_uri, placeholder)
+        markdown = markdown.replace(placeholder, table)
     return markdown
 
 
@@ -367,7 +371,7 @@ def on_post_page(output, page, config):
         for snippet in htmlcheck.raw_source(output):
             log.error("docs/%s: raw TeX or an unexpanded marker would reach readers: ...%s...",
                       page.file.src_uri, snippet)
-    return mathrender.compact_styles(output)
+    return pageweight.slim(mathrender.compact_styles(output))
 
 
 @event_priority(-100)  # after the search plugin has written its index

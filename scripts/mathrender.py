@@ -185,30 +185,40 @@ def katex_assets() -> list[tuple[str, Path]]:
 STYLED_SPAN = re.compile(r'<span(?: class="([^"]*)")? style="([^"]*)">')
 
 
+def _base36(number: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = digits[number % 36]
+    while number >= 36:
+        number //= 36
+        out = digits[number % 36] + out
+    return out
+
+
 def compact_styles(page_html: str) -> str:
     """Move the inline ``style`` of every ``<span>`` into one class rule per distinct style.
 
     KaTeX writes its layout as inline styles (``height:0.8889em;vertical-align:-0.1944em;``), the
     same few hundred strings thousands of times on a page: a fifth of a chapter's HTML. Each
-    distinct string becomes a class ``k<hash>`` whose rule marks every declaration ``!important``,
-    which gives it an inline style's precedence over stylesheet rules, so the page renders the same.
+    distinct string becomes a class ``k-<n>`` (``n`` in base 36, the most frequent style first, so
+    the names stay short) whose rule marks every declaration ``!important``, which gives it an
+    inline style's precedence over stylesheet rules, so the page renders the same.
     """
-    import hashlib
-
-    rules: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    for match in STYLED_SPAN.finditer(page_html):
+        counts[match.group(2)] = counts.get(match.group(2), 0) + 1
+    if not counts:
+        return page_html
+    ranked = sorted(counts, key=lambda style: (-counts[style], style))  # deterministic: ties by the style
+    # "k-": Pygments owns short class names such as "kc" and "kn" on the same page.
+    names = {style: "k-" + _base36(rank) for rank, style in enumerate(ranked)}
 
     def replace(match: re.Match) -> str:
         classes, style = match.group(1), match.group(2)
-        name = "k" + hashlib.sha1(style.encode()).hexdigest()[:7]
-        if rules.setdefault(name, style) != style:  # a hash collision: keep this one inline
-            return match.group(0)
-        return f'<span class="{classes + " " if classes else ""}{name}">'
+        return f'<span class="{classes + " " if classes else ""}{names[style]}">'
 
     body = STYLED_SPAN.sub(replace, page_html)
-    if not rules:
-        return page_html
     css = "".join(
-        f".{name}{{{';'.join(d.strip() + ' !important' for d in style.split(';') if d.strip())}}}"
-        for name, style in sorted(rules.items()))
+        f".{names[style]}{{{';'.join(d.strip() + ' !important' for d in style.split(';') if d.strip())}}}"
+        for style in ranked)
     at = body.find("</head>")
     return body[:at] + f"<style>{css}</style>" + body[at:] if at >= 0 else body
