@@ -17,6 +17,8 @@ compute for the page.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
@@ -194,7 +196,12 @@ def draw_cost(sweep: dict, fixed: int) -> str:
 @register("autodiff_cost", narrow=True)
 def autodiff_cost() -> str:
     """Engine-counted flops of ``jacfwd`` and ``jacrev`` of the chapter's small network."""
-    return draw_cost(cost_sweep(COST_SIZES, COST_FIXED), COST_FIXED)
+    return draw_cost(_cost_sweep(), COST_FIXED)
+
+
+@functools.cache  # once per process: both layouts draw the same sweep
+def _cost_sweep() -> dict:
+    return cost_sweep(COST_SIZES, COST_FIXED)
 
 
 # ----------------------------------------------------------------------------- graph depth
@@ -245,8 +252,13 @@ def draw_depth(paths: dict, norms: list[dict]) -> str:
 def autodiff_depth() -> str:
     """Path lengths in recorded graphs and measured gradient norms, over ``DEPTH_STEPS`` positions and
     the seeds ``DEPTH_SEEDS``."""
+    return draw_depth(*_depth_data())
+
+
+@functools.cache  # once per process: both layouts draw the same measurements
+def _depth_data() -> tuple[dict, list[dict]]:
     paths = {key: path_lengths(key, DEPTH_STEPS) for key, *_ in DEPTH_STYLES}
-    return draw_depth(paths, [gradient_norms_by_position(DEPTH_STEPS, seed=seed) for seed in DEPTH_SEEDS])
+    return paths, [gradient_norms_by_position(DEPTH_STEPS, seed=seed) for seed in DEPTH_SEEDS]
 
 
 # ----------------------------------------------------------------------------- memory of attention

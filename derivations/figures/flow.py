@@ -17,6 +17,8 @@ matplotlib mathtext.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from matplotlib.ticker import FuncFormatter, LogLocator
 
@@ -71,6 +73,17 @@ def _line_and_band(ax, x, per_seed, centre, color, gid, **line_options):
     return line
 
 
+# The experiments' numbers, computed once per process: both layouts of a figure draw the same ones.
+@functools.cache
+def _chain_norms(activation: str, scale: float) -> np.ndarray:
+    return over_seeds(deep_chain_gradient_norms, SEEDS, depth=CHAIN_DEPTH, weight_scale=scale, activation=activation)
+
+
+@functools.cache
+def _horizon(label: str, input_scale: float) -> np.ndarray:
+    return rnn_gradient_horizon(recurrent_examples(RNN_WIDTH)[label], RNN_HORIZONS, input_scale, SEEDS)
+
+
 @register("deep_chain", narrow=True)
 def deep_chain() -> str:
     """``||dL/dh_l|| / ||dL/dh_50||`` against layer ``l``, one curve per weight scale, linear and tanh."""
@@ -80,8 +93,7 @@ def deep_chain() -> str:
     titles = {"linear": r"linear: $h_l = h_{l-1} W_l$", "tanh": r"$\tanh$: $h_l = \tanh(h_{l-1} W_l)$"}
     for ax, activation in zip(axes, ("linear", "tanh")):
         for scale, color in zip(CHAIN_SCALES, colors):
-            norms = over_seeds(deep_chain_gradient_norms, SEEDS, depth=CHAIN_DEPTH, weight_scale=scale,
-                               activation=activation)
+            norms = _chain_norms(activation, scale)
             relative = norms / norms[:, -1:]  # [seed, layer], 1 at the top
             _line_and_band(ax, layers, relative, np.median(relative, axis=0), color,
                            f"{CHAIN_ID}-{activation}-{scale:g}", linewidth=1.8, label=rf"$\sigma = {scale:g}$")
@@ -104,7 +116,7 @@ def rnn_horizon() -> str:
     titles = (r"no input: $\tanh′ = 1$ at every step", "standard normal inputs")
     for ax, input_scale, title in zip(axes, (0.0, 1.0), titles):
         for (label, W), color in zip(recurrent_examples(RNN_WIDTH).items(), colors):
-            ratios = np.maximum(rnn_gradient_horizon(W, RNN_HORIZONS, input_scale, SEEDS), 1e-300)  # [seed, T]
+            ratios = np.maximum(_horizon(label, input_scale), 1e-300)  # [seed, T]
             _line_and_band(ax, horizons, ratios, np.median(ratios, axis=0), color,
                            f"{HORIZON_ID}-{input_scale:g}-{label.split()[0]}", linewidth=1.8, label=label)
         ax.axhline(1.0, color="0.6", linewidth=0.8, linestyle=":")

@@ -19,6 +19,8 @@ sub- and superscripts about 8).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
@@ -250,4 +252,9 @@ def transformer_attention() -> str:
 @register("transformer_gradient_norms", narrow=True)
 def transformer_gradient_norms() -> str:
     run = load_or_train()
-    return draw_gradient_norms(run, probe_gradient_norms(run.settings, SEEDS))
+    return draw_gradient_norms(run, _spread_at_initialisation(run.settings))
+
+
+@functools.cache  # once per process: both layouts draw the same spread
+def _spread_at_initialisation(settings) -> tuple[dict, dict]:
+    return probe_gradient_norms(settings, SEEDS)
