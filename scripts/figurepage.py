@@ -63,8 +63,7 @@ def _picture(prefix: str, name: str, scheme: str, alt: str, drawing: Drawing) ->
         source = (f'<source media="{NARROW_MEDIA}" srcset="{prefix}vis/{name}-narrow{suffix}.svg" '
                   f'width="{width}" height="{height}">')
     href = f"{prefix}vis/{name}{suffix}.svg"
-    return (f'<a class="glightbox figure-{scheme}" href="{href}" data-type="image" data-gallery="figures-{scheme}" '
-            f'data-width="{drawing.width}px" title="Enlarge">'
+    return (f'<a class="glightbox figure-{scheme}" href="{href}" data-type="image" data-gallery="figures-{scheme}">'
             f'<picture>{source}<img src="{href}" alt="{alt}" width="{drawing.width}" height="{drawing.height}" '
             f'loading="lazy" decoding="async"></picture></a>')
 
