@@ -112,7 +112,7 @@ def draw_graph(graph: Graph, visited, title: str) -> str:
                                facecolor="#eef1fb", edgecolor="0.35", linewidth=0.9)
         patch.set_gid(f"{NODE_ID}-{k}")
         ax.add_patch(patch)
-        ax.text(left + 0.08, y + 0.15, f"#{k} {node.op.name}", ha="left", va="center", fontsize=text + (0 if narrow else 0.5),
+        ax.text(left + 0.08, y + 0.15, f"#{k} {node.op.name}", ha="left", va="center", fontsize=text + (-0.5 if narrow else 0.5),
                 weight="bold")
         inputs = "in: " + ", ".join(_input_label(graph, x) for x in node.inputs)
         ax.text(left + 0.08, y - 0.19, inputs, ha="left", va="center", fontsize=text, color="0.3")
