@@ -32,7 +32,7 @@ def exercise_site(tmp_path_factory) -> Path:
     docs = root / "docs"
     (docs / "assets").mkdir(parents=True)
     (docs / "index.md").write_text("# Home\n\nSee [the exercises](exercises.md).\n")
-    for name in ("exercises.md", "claims.md", "assets/site.css", "assets/exercises.js"):
+    for name in ("exercises.md", "claims.md", "derivations.md", "assets/site.css", "assets/exercises.js"):
         shutil.copy(DOCS / name, docs / name)
     # Every exercise on one page of this small site (the real site has a page per chapter).
     markers = [line for page in sorted((DOCS / "questions").glob("*.md"))

@@ -93,7 +93,8 @@ def mini_site(tmp_path: Path, page: str) -> subprocess.CompletedProcess:
     docs.mkdir()
     (docs / "index.md").write_text("# Home\n\nSee [the page](page.md).\n")
     (docs / "page.md").write_text(page)
-    (docs / "claims.md").write_text((ROOT / "docs" / "claims.md").read_text())
+    for registry_page in ("claims.md", "derivations.md"):  # the registry's two pages link to each other
+        (docs / registry_page).write_text((ROOT / "docs" / registry_page).read_text())
     return mkdocs_build(tmp_path / "site", write_config(tmp_path, docs, nav=None))
 
 
@@ -182,7 +183,8 @@ def notebook_site(tmp_path: Path, markdown_cell: str) -> subprocess.CompletedPro
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "index.md").write_text("# Home\n\nSee [the notebook](nb.ipynb).\n")
-    (docs / "claims.md").write_text((ROOT / "docs" / "claims.md").read_text())
+    for registry_page in ("claims.md", "derivations.md"):  # the registry's two pages link to each other
+        (docs / registry_page).write_text((ROOT / "docs" / registry_page).read_text())
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [nbformat.v4.new_markdown_cell(markdown_cell), nbformat.v4.new_code_cell("print(6 * 7)")]
