@@ -42,6 +42,7 @@ import figurejobs  # noqa: E402
 import htmlcheck  # noqa: E402
 import chapternotebook  # noqa: E402
 import claimsmd  # noqa: E402
+import claimsnapshot  # noqa: E402,F401  (imported lazily by claimsmd; MkDocs drops our sys.path entry after loading the hooks)
 import claimsrecord  # noqa: E402
 import exercisesmd  # noqa: E402
 import mathrender  # noqa: E402
@@ -130,11 +131,16 @@ def on_config(config):
 def _start_figures() -> None:
     """Draw the missing figures in a child process (fresh imports, beside the pages) while the
     build goes on; ``on_env`` waits for it, before MkDocs copies the files."""
-    from derivations.figures import FIGURES
-
     key = _state["package_hash"]
-    _state["figure_names"] = sorted(FIGURES)
-    if all(figurejobs.figure_path(name, key).exists() for name in FIGURES):
+    names_file = buildcache.path_for("figures", f"names-{key}", ".json")
+    if names_file.exists():  # importing the figure makers (matplotlib and all) costs a second
+        _state["figure_names"] = json.loads(names_file.read_text())
+    else:
+        from derivations.figures import FIGURES
+
+        _state["figure_names"] = sorted(FIGURES)
+        names_file.write_text(json.dumps(_state["figure_names"]))
+    if all(figurejobs.figure_path(name, key).exists() for name in _state["figure_names"]):
         _state["figure_thread"] = None
         return
 
