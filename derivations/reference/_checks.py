@@ -91,9 +91,10 @@ def unpack_cache(cache, cache_type, forward: str):
     fields) raises a ``ValueError`` naming the forward function it should come from.
     """
     fields = cache_type._fields
-    require(isinstance(cache, tuple) and len(cache) == len(fields),
+    another_named_tuple = hasattr(cache, "_fields") and not isinstance(cache, cache_type)
+    require(isinstance(cache, tuple) and len(cache) == len(fields) and not another_named_tuple,
             f"cache must be the {cache_type.__name__}{fields} that {forward} returns, got "
-            f"{type(cache).__name__} of length {len(cache) if isinstance(cache, tuple) else '-'}")
+            f"{type(cache).__name__}" + (f" of length {len(cache)}" if isinstance(cache, tuple) else ""))
     return cache if isinstance(cache, cache_type) else cache_type(*cache)
 
 
@@ -108,7 +109,8 @@ def l2_norm(arrays) -> float:
     last bit. Any NaN gives NaN; otherwise any infinity gives infinity.
     """
     arrays = [np.asarray(a, dtype=np.float64) for a in arrays]
-    squares = sum(float(np.sum(a * a)) for a in arrays)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        squares = sum(float(np.sum(a * a)) for a in arrays)
     if math.isfinite(squares) and squares > 1e-290:
         return math.sqrt(squares)
     largest = max((float(np.max(np.abs(a))) for a in arrays if a.size), default=0.0)
