@@ -186,3 +186,24 @@ def test_mask_and_upstream_shape_errors() -> None:
     _, cache = attention(Q, K, V)
     with pytest.raises(ValueError, match=r"dO \(2, 3\)"):
         attention_backward(np.zeros((2, 3)), cache)
+
+
+@pytest.mark.parametrize(
+    "q_shape, k_shape, v_shape",
+    [
+        ((2, 3, 4, 5), (2, 1, 6, 5), (1, 3, 6, 2)),  # K shared by every head, V by every batch entry
+        ((1, 4, 5), (3, 6, 5), (3, 6, 2)),           # Q shared by the batch
+        ((2, 3, 4, 5), (6, 5), (1, 1, 6, 2)),        # K without leading axes, V with size-1 ones
+    ],
+)
+def test_size_one_leading_axes_receive_the_summed_gradient(q_shape, k_shape, v_shape) -> None:
+    """Broadcasting a size-1 axis is copying; its adjoint sums. Each gradient has its input's shape."""
+    rng = np.random.default_rng(sum(q_shape + k_shape))
+    Q, K, V = rng.standard_normal(q_shape), rng.standard_normal(k_shape), rng.standard_normal(v_shape)
+    O, cache = attention(Q, K, V)
+    dO = rng.standard_normal(O.shape)
+    expected = torch_attention(Q, K, V, None, dO)
+    assert rel_err(O, expected[0]) < RTOL
+    for name, mine, theirs, shape in zip("QKV", attention_backward(dO, cache), expected[1:], (q_shape, k_shape, v_shape)):
+        assert mine.shape == shape, f"d{name}"
+        assert rel_err(mine, theirs) < RTOL, f"d{name}"

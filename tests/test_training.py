@@ -174,3 +174,118 @@ def test_diagram_is_deterministic_and_registered():
     svg = figures.transformer_backward_diagram()
     assert svg == figures.transformer_backward_diagram()
     assert "p − y" in svg and "scatter-add" in svg  # text stays text
+
+
+# ----------------------------------------------------------------------------- the run against an independent loop
+
+
+@pytest.fixture(scope="module")
+def torch_replay():
+    """TINY's training loop written again with the torch model and ``torch.optim.Adam``, same batches."""
+    import torch
+
+    from derivations.reference.model import init_params
+    from derivations.reference.task import encode_example, make_split
+    from torch_model import TorchTransformer
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        train_set, held_out = make_split(TINY.n_train, TINY.n_held_out, TINY.data_seed)
+        model = TorchTransformer(TINY.config)
+        model.load(init_params(TINY.config, TINY.init_seed))
+        optimizer = torch.optim.Adam(model.parameters(), lr=TINY.lr)
+        rng = np.random.default_rng(TINY.batch_seed)
+        probe = (torch.tensor(train_set.tokens[:TINY.probe_size]), torch.tensor(train_set.targets[:TINY.probe_size]))
+        example_tokens, example_target = encode_example(TINY.example)
+        example = (torch.tensor(example_tokens[None]), torch.tensor([example_target]))
+        record = {"losses": [], "held_out_loss": [], "held_out_accuracy": [], "stage_norms": [], "param_norms": [],
+                  "attention": []}
+
+        def evaluate():
+            loss, stages, _ = model(torch.tensor(held_out.tokens), torch.tensor(held_out.targets), record=True)
+            record["held_out_loss"].append(loss.item())
+            record["held_out_accuracy"].append(float((stages["logits"].argmax(1).numpy() == held_out.targets).mean()))
+
+        def probe_norms():
+            model.zero_grad()
+            loss, stages, _ = model(*probe, record=True)
+            loss.backward()
+            record["stage_norms"].append({k: float(t.grad.norm()) for k, t in stages.items()})
+            record["param_norms"].append({n: float(np.linalg.norm(g)) for n, g in model.grads().items()})
+            model.zero_grad()
+
+        def attention_weights():
+            _, _, weights = model(*example, record=True)
+            record["attention"].append(np.stack([w[0].detach().numpy() for w in weights]))
+
+        attention_weights()
+        for step in range(TINY.steps + 1):
+            if step in TINY.probe_steps:
+                probe_norms()
+            if step % TINY.eval_every == 0 or step == TINY.steps:
+                evaluate()
+            if step == TINY.steps:
+                break
+            rows = rng.integers(0, len(train_set), size=TINY.batch_size)
+            optimizer.zero_grad()
+            loss = model(torch.tensor(train_set.tokens[rows]), torch.tensor(train_set.targets[rows]))
+            loss.backward()
+            optimizer.step()
+            record["losses"].append(loss.item())
+        attention_weights()
+        record["train_set"] = train_set
+        record["model"] = model
+        yield record
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def test_the_run_matches_an_independent_torch_training_loop(tiny_run, torch_replay):
+    """Losses, held-out metrics (on the held-out set, not the training set), probes and attention: torch's."""
+    run = tiny_run
+    np.testing.assert_allclose(run.losses, torch_replay["losses"], rtol=1e-8)
+    np.testing.assert_allclose(run.held_out_loss, torch_replay["held_out_loss"], rtol=1e-8)
+    np.testing.assert_array_equal(run.held_out_accuracy, torch_replay["held_out_accuracy"])
+    for k, step in enumerate(run.probe_steps):
+        for name, norms in run.stage_grad_norms.items():
+            assert norms[k] == pytest.approx(torch_replay["stage_norms"][k][name], rel=1e-7), (step, name)
+        for name, norms in run.param_grad_norms.items():
+            assert norms[k] == pytest.approx(torch_replay["param_norms"][k][name], rel=1e-7), (step, name)
+    np.testing.assert_allclose(run.attention_before, torch_replay["attention"][0], rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(run.attention_after, torch_replay["attention"][1], rtol=1e-6, atol=1e-10)
+    final = {k: v.detach().numpy() for k, v in torch_replay["model"].named_parameters()}
+    assert run.params["W_out"] == pytest.approx(final["head.weight"].T, rel=1e-6, abs=1e-10)
+
+
+def test_held_out_metrics_are_not_the_training_sets(tiny_run, torch_replay):
+    """The control for the check above: on the training set the same parameters score differently."""
+    import torch
+
+    model, train_set = torch_replay["model"], torch_replay["train_set"]
+    on_training_set = model(torch.tensor(train_set.tokens), torch.tensor(train_set.targets)).item()
+    assert abs(on_training_set - tiny_run.held_out_loss[-1]) > 1e-3
+
+
+def test_timings_measure_forward_and_backward_alone(monkeypatch):
+    """A fake clock: forward takes 1, the loss 10, backward 100 time units. The timings must see 1 and 100."""
+    clock = [0.0]
+    monkeypatch.setattr(training.time, "perf_counter", lambda: clock[0])
+    real = {name: getattr(training, name) for name in ("forward", "backward", "cross_entropy")}
+
+    def ticking(name, cost):
+        def run(*args, **kwargs):
+            clock[0] += cost
+            return real[name](*args, **kwargs)
+        return run
+
+    monkeypatch.setattr(training, "forward", ticking("forward", 1.0))
+    monkeypatch.setattr(training, "cross_entropy", ticking("cross_entropy", 10.0))
+    monkeypatch.setattr(training, "backward", ticking("backward", 100.0))
+    from derivations.reference.model import init_params
+
+    config = TINY.config
+    tokens, targets = np.array([[15, 17, 3, 19, 8, 19, 4, 18]] * 2), np.array([8, 8])
+    forward_seconds, backward_seconds = training.time_forward_backward(init_params(config), tokens, targets, config,
+                                                                       repeats=3)
+    assert (forward_seconds, backward_seconds) == (1.0, 100.0)
