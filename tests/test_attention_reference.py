@@ -207,3 +207,30 @@ def test_size_one_leading_axes_receive_the_summed_gradient(q_shape, k_shape, v_s
     for name, mine, theirs, shape in zip("QKV", attention_backward(dO, cache), expected[1:], (q_shape, k_shape, v_shape)):
         assert mine.shape == shape, f"d{name}"
         assert rel_err(mine, theirs) < RTOL, f"d{name}"
+
+
+@pytest.mark.parametrize(
+    "shapes",
+    [((2, 2, 3), (3, 4, 3), (1, 4, 2)),   # only K disagrees with the others
+     ((2, 2, 3), (1, 4, 3), (3, 4, 2))],  # only V does
+)
+def test_leading_axes_of_each_input_are_checked(shapes) -> None:
+    Q, K, V = (np.zeros(s) for s in shapes)
+    with pytest.raises(ValueError, match=r"^leading axes of Q .* do not broadcast$"):
+        attention(Q, K, V)
+
+
+def test_softmax_and_attention_messages() -> None:
+    with pytest.raises(ValueError, match=r"^dy \(2,\) does not match softmax output \(3,\)$"):
+        softmax_backward(np.ones(2), softmax(np.ones(3))[1])
+    with pytest.raises(ValueError, match=r"^mask \(3,\) does not broadcast to x \(2, 2\)$"):
+        softmax(np.zeros((2, 2)), np.ones(3, dtype=bool))
+    with pytest.raises(ValueError, match=r"^mask \(2, 5\) does not broadcast to scores \(2, 4\)$"):
+        attention(np.zeros((2, 3)), np.zeros((4, 3)), np.zeros((4, 2)), np.ones((2, 5), dtype=bool))
+    with pytest.raises(ValueError, match=r"^cache must be the SoftmaxCache\('y',\) that softmax returns, got tuple of "
+                                         r"length 2$"):
+        softmax_backward(np.ones(2), (np.ones(2), np.ones(2)))
+    with pytest.raises(ValueError, match=r"that attention returns, got SoftmaxCache of length 1$"):
+        attention_backward(np.ones((1, 1)), softmax([1.0])[1])
+    with pytest.raises(ValueError, match=r"that attention returns, got NoneType$"):
+        attention_backward(np.ones((1, 1)), None)

@@ -314,3 +314,87 @@ def test_default_layer_norm_eps_is_pytorchs():
     x = np.array([[1.0, 1.001, 0.999, 1.0005]])  # variance ~5e-7, so eps = 1e-5 dominates sigma
     expected = F.layer_norm(torch.tensor(x), (4,)).numpy()  # torch's default eps
     np.testing.assert_allclose(layer_norm(x, np.ones(4), np.zeros(4))[0], expected, rtol=1e-12)
+
+
+def test_predict_is_the_argmax_of_torchs_logits():
+    from derivations.reference.model import predict
+
+    config = TransformerConfig(n_layers=1)
+    rng = np.random.default_rng(8)
+    params = perturbed(init_params(config), rng, scale=0.5)
+    tokens, targets = random_batch(config, rng, batch=6)
+    model = TorchTransformer(config)
+    model.load(params)
+    _, stages, _ = model(torch.tensor(tokens), torch.tensor(targets), record=True)
+    expected = stages["logits"].detach().numpy().argmax(axis=1)
+    assert predict(params, tokens, config).tolist() == expected.tolist()
+    assert len(set(expected.tolist())) > 1  # the control: not one class for every sequence
+
+
+def test_matmul_flops_add_up_over_blocks_and_are_integers():
+    """Two blocks cost twice one block in every stage but the output head (hand count as above, doubled)."""
+    sizes = dict(d_model=8, n_heads=2, d_ff=16, vocab_size=5, seq_len=3)
+    B, T, d, H, F_, V = 2, 3, 8, 2, 16, 5
+    config = TransformerConfig(n_layers=2, **sizes)
+    _, cache = forward(init_params(config), np.zeros((B, T), dtype=int), config)
+    flops = matmul_flops(cache)
+    assert flops["attention projections"]["forward"] == 2 * 4 * 2 * (B * T) * d * d
+    assert flops["attention scores and mixing"]["forward"] == 2 * B * H * (2 * T * T * (d // H)) * 2
+    assert flops["attention scores and mixing"]["backward"] == 2 * 2 * B * H * (2 * T * T * (d // H)) * 2
+    assert flops["FFN"]["forward"] == 2 * 2 * 2 * (B * T) * d * F_
+    assert flops["output head"]["forward"] == 2 * B * d * V
+    assert all(type(n) is int for stage in flops.values() for n in stage.values())
+
+
+def test_backward_with_record_returns_the_stage_gradients_in_backward_order():
+    config = TransformerConfig(n_layers=2, norm="pre")
+    params = init_params(config)
+    logits, cache = forward(params, [[1, 2, 3]], config, record=True)
+    grads, stage_grads = backward(np.ones_like(logits), cache)
+    assert list(stage_grads) == stage_names(config)[::-1]
+    assert list(grads) == list(params)
+
+
+def test_embedding_is_initialised_at_the_scale_of_the_positional_encoding():
+    """N(0, 1): 20 x 64 draws have a sample standard deviation within a few % of 1."""
+    params = init_params(TransformerConfig())
+    assert abs(params["embed"].std() - 1.0) < 0.06
+    assert abs(params["block0.attn.W_q"].std() - 1 / 8) < 0.01  # the other matrices: N(0, 1/d_in)
+    assert np.array_equal(init_params(TransformerConfig())["embed"], init_params(TransformerConfig(), seed=0)["embed"])
+
+
+def test_a_non_default_layer_norm_eps_reaches_every_layer_norm():
+    config = TransformerConfig(n_layers=1, norm="pre", ln_eps=0.5, d_model=8, n_heads=2, d_ff=8)
+    rng = np.random.default_rng(9)
+    params = perturbed(init_params(config), rng, scale=0.3)
+    tokens, targets = random_batch(config, rng, batch=2)
+    loss, grads = loss_and_grads(params, tokens, targets, config)
+    model = TorchTransformer(config)
+    model.load(params)
+    torch_loss = model(torch.tensor(tokens), torch.tensor(targets))
+    torch_loss.backward()
+    assert loss == pytest.approx(torch_loss.item(), rel=TORCH_TOL)
+    np.testing.assert_allclose(grads["embed"], model.grads()["embed"], rtol=1e-9, atol=1e-13)
+
+
+@pytest.mark.parametrize("tokens, targets, message", [
+    (np.zeros((1, 0), dtype=int), [1],
+     "tokens (1, 0) must be a non-empty [batch, seq_len] array (one sequence: tokens[None])"),
+    ([[1] * 8], [20], "targets must lie in [0, 20) (vocab_size); got min 20, max 20"),
+    ([[1] * 8], [-1], "targets must lie in [0, 20) (vocab_size); got min -1, max -1"),
+    ([[1] * 8], [1.0], "targets must be integer token ids, got dtype float64"),
+])
+def test_token_and_target_messages(tokens, targets, message):
+    config = TransformerConfig()
+    with pytest.raises(ValueError) as info:
+        loss_and_grads(init_params(config), tokens, targets, config)
+    assert str(info.value) == message
+
+
+def test_a_single_token_is_a_sequence():
+    config = TransformerConfig(n_layers=1)
+    params = init_params(config)
+    loss, _ = loss_and_grads(params, [[5]], [3], config)
+    model = TorchTransformer(config)
+    model.load(params)
+    assert loss == pytest.approx(model(torch.tensor([[5]]), torch.tensor([3])).item(), rel=TORCH_TOL)

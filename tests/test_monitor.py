@@ -11,6 +11,8 @@ import pytest
 from derivations.reference.monitor import FLAGS, GradientStats, format_report, gradient_report
 
 NAN, INF = math.nan, math.inf
+# The documented non-finite paths are quiet: no RuntimeWarning from the arithmetic inside.
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 
 
 def test_statistics_follow_their_definitions():

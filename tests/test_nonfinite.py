@@ -44,6 +44,8 @@ from derivations.reference.model import TransformerConfig, forward_backward, ini
 from derivations.reference.monitor import gradient_report
 
 NAN, INF = math.nan, math.inf
+# The documented non-finite paths are quiet: no RuntimeWarning from the arithmetic inside.
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 
 
 @pytest.fixture(autouse=True)

@@ -113,9 +113,9 @@ def l2_norm(arrays) -> float:
         squares = sum(float(np.sum(a * a)) for a in arrays)
     if math.isfinite(squares) and squares > 1e-290:
         return math.sqrt(squares)
-    largest = max((float(np.max(np.abs(a))) for a in arrays if a.size), default=0.0)
-    if math.isnan(largest) or any(np.isnan(a).any() for a in arrays):
+    if any(np.isnan(a).any() for a in arrays):
         return math.nan
+    largest = max((float(np.max(np.abs(a))) for a in arrays if a.size), default=0.0)
     if largest == 0.0 or not math.isfinite(largest):
         return largest
     return largest * math.sqrt(sum(float(np.sum((a / largest) ** 2)) for a in arrays))

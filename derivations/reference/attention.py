@@ -89,8 +89,7 @@ def softmax(x, mask=None):
     undefined |= np.any(allowed, axis=-1, keepdims=True) & ~np.any(np.isfinite(x), axis=-1, keepdims=True)
     row_max = np.max(np.where(np.isnan(x), -np.inf, x), axis=-1, keepdims=True)
     row_max = np.where(np.isfinite(row_max), row_max, 0.0)  # fully masked rows: avoid inf - inf
-    with np.errstate(invalid="ignore", over="ignore"):
-        e = np.exp(x - row_max)  # exp(-inf) == 0 exactly
+    e = np.exp(x - row_max)  # exp(-inf) == 0 exactly; exp(+inf) rows are undefined and replaced below
     e = np.where(undefined, 0.0, e)
     total = np.sum(e, axis=-1, keepdims=True)
     y = np.divide(e, total, out=np.zeros_like(e), where=total > 0)
@@ -194,9 +193,7 @@ def attention(Q, K, V, mask=None):
         except ValueError:
             raise ValueError(f"mask {mask.shape} does not broadcast to scores {scores.shape}") from None
     A, _ = softmax(scores, mask)
-    with np.errstate(invalid="ignore", over="ignore"):
-        O = A @ V
-    return O, AttentionCache(Q, K, V, A)
+    return A @ V, AttentionCache(Q, K, V, A)
 
 
 def attention_backward(dO, cache):

@@ -96,8 +96,7 @@ def sgd_step(params, grads, lr):
     """
     lr = as_real(lr, "lr", low=0.0)
     pairs = _pairs(params, grads)
-    with np.errstate(invalid="ignore", over="ignore"):
-        return {name: p - lr * g for name, (p, g) in pairs.items()}
+    return {name: p - lr * g for name, (p, g) in pairs.items()}
 
 
 def momentum_init(params):
@@ -162,10 +161,8 @@ def momentum_step(params, grads, state, lr, momentum=0.9):
     lr, momentum = as_real(lr, "lr", low=0.0), as_real(momentum, "momentum", low=0.0)
     pairs = _pairs(params, grads)
     previous = _state_group(state, "velocity", pairs, "momentum_init")
-    with np.errstate(invalid="ignore", over="ignore"):
-        velocity = {name: momentum * previous[name] + g for name, (_, g) in pairs.items()}
-        new_params = {name: p - lr * velocity[name] for name, (p, _) in pairs.items()}
-    return new_params, {"velocity": velocity}
+    velocity = {name: momentum * previous[name] + g for name, (_, g) in pairs.items()}
+    return {name: p - lr * velocity[name] for name, (p, _) in pairs.items()}, {"velocity": velocity}
 
 
 def adam_init(params):
@@ -203,13 +200,12 @@ def _adam_update(pairs, state, lr, beta1, beta2, eps):
     v_prev = _state_group(state, "v", pairs, "adam_init")
     for name, v in v_prev.items():
         require(not np.any(v < 0), f"state['v'][{name!r}] has negative entries: a second moment is never negative")
-    with np.errstate(invalid="ignore", over="ignore"):
-        m = {name: beta1 * m_prev[name] + (1 - beta1) * g for name, (_, g) in pairs.items()}
-        v = {name: beta2 * v_prev[name] + (1 - beta2) * g * g for name, (_, g) in pairs.items()}
-        # The moments start at 0, so after t steps of a constant gradient g they are
-        # (1 - beta^t) g and (1 - beta^t) g^2 (claim adam.bias-correction); dividing undoes it.
-        correction1, correction2 = 1 - beta1**t, 1 - beta2**t
-        step = {name: lr * (m[name] / correction1) / (np.sqrt(v[name] / correction2) + eps) for name in pairs}
+    m = {name: beta1 * m_prev[name] + (1 - beta1) * g for name, (_, g) in pairs.items()}
+    v = {name: beta2 * v_prev[name] + (1 - beta2) * g * g for name, (_, g) in pairs.items()}
+    # The moments start at 0, so after t steps of a constant gradient g they are
+    # (1 - beta^t) g and (1 - beta^t) g^2 (claim adam.bias-correction); dividing undoes it.
+    correction1, correction2 = 1 - beta1**t, 1 - beta2**t
+    step = {name: lr * (m[name] / correction1) / (np.sqrt(v[name] / correction2) + eps) for name in pairs}
     return step, {"t": t, "m": m, "v": v}
 
 
@@ -295,8 +291,7 @@ def adamw_step(params, grads, state, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, 
     weight_decay = as_real(weight_decay, "weight_decay", low=0.0)
     pairs = _pairs(params, grads)
     step, state = _adam_update(pairs, state, lr, beta1, beta2, eps)
-    with np.errstate(invalid="ignore", over="ignore"):
-        return {name: p * (1 - lr * weight_decay) - step[name] for name, (p, _) in pairs.items()}, state
+    return {name: p * (1 - lr * weight_decay) - step[name] for name, (p, _) in pairs.items()}, state
 
 
 def clip_grad_norm(grads, max_norm, error_if_nonfinite=False):
