@@ -602,3 +602,17 @@ def test_integer_inputs_are_computed_in_float64():
     assert relu([3, -2])[0].dtype == np.float64
     half, _ = layer_norm([[1, 3]], [1, 1], [0, 0])
     assert half.dtype == np.float64 and abs(half[0, 1] - 1.0) < 1e-5
+
+
+@pytest.mark.parametrize("x_max, step", [(0.5, 0.01), (1.5, 0.1), (10.0, 0.25)])
+def test_gelu_derivative_max_difference_on_other_ranges(x_max, step):
+    """On [0, 0.5] the gap still grows (the peak is the right end); on [0, 1.5] it peaks near 0.96."""
+    x_at_max, value = gelu_derivative_max_difference(x_max=x_max, step=step)
+    grid = torch.linspace(0, x_max, 200_001, dtype=torch.float64, requires_grad=True)
+    (exact,) = torch.autograd.grad(F.gelu(grid).sum(), grid)
+    (approx,) = torch.autograd.grad(F.gelu(grid, approximate="tanh").sum(), grid)
+    gap = (exact - approx).abs().numpy()
+    k = int(np.argmax(gap))
+    assert abs(float(grid.detach()[k]) - x_at_max) < 2 * x_max / 200_000
+    assert value == pytest.approx(float(gap[k]), rel=1e-6)
+    assert 0 <= x_at_max <= x_max

@@ -289,3 +289,43 @@ def test_timings_measure_forward_and_backward_alone(monkeypatch):
     forward_seconds, backward_seconds = training.time_forward_backward(init_params(config), tokens, targets, config,
                                                                        repeats=3)
     assert (forward_seconds, backward_seconds) == (1.0, 100.0)
+
+
+# ----------------------------------------------------------------------------- the child process
+
+
+def test_the_child_process_entry_point_writes_the_same_run(tiny_run, tmp_path):
+    """``python -m derivations.reference.train SETTINGS PATH`` runs ``_main``; here it runs in this process."""
+    import json
+
+    path = tmp_path / "run.npz"
+    assert training._main([json.dumps(TINY.as_dict()), str(path)]) == 0
+    assert_same_run(TrainingRun.load(path), tiny_run)
+
+
+def test_the_child_process_gets_one_blas_thread_and_its_failure_is_reported(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_run(command, **kwargs):
+        seen.update(command=command, **kwargs)
+        return subprocess.CompletedProcess(command, 0, stdout="", stderr="")  # exit 0 but no file written
+
+    monkeypatch.setattr(training.subprocess, "run", fake_run)
+    with pytest.raises(RuntimeError, match="training failed"):
+        training.train_to_file(TINY, tmp_path / "never.npz")
+    assert seen["command"][:3] == [sys.executable, "-m", "derivations.reference.train"]
+    assert {k: seen["env"][k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")} == \
+        {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    assert seen["env"]["PATH"] == __import__("os").environ["PATH"]  # the rest of the environment is kept
+
+
+def test_a_failing_child_reports_its_error_output(tmp_path):
+    with pytest.raises(RuntimeError) as info:
+        training.train_to_file(TINY, tmp_path / "no such folder" / "run.npz")
+    message = str(info.value)
+    assert message.startswith("training failed (exit code 1):") and "No such file or directory" in message
+
+
+def test_the_cache_folder_is_created_with_its_parents(tmp_path):
+    run = load_or_train(TINY, cache_dir=tmp_path / "new" / "deeper")
+    assert cache_path(TINY, tmp_path / "new" / "deeper").exists() and run.settings == TINY
