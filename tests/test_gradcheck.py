@@ -112,3 +112,35 @@ def test_gradcheck_counts_a_nonfinite_numerical_gradient_as_a_failure():
 
     with np.errstate(invalid="ignore"):
         assert gradcheck(f, [np.array([1.0])], [np.array([2.0])]) == [INF]
+
+
+def test_relative_error_does_not_overflow():
+    np.testing.assert_allclose(relative_error([1e308, 3.0], [-1e308, 3.0]), [2.0, 0.0], rtol=1e-15)
+
+
+def test_gradcheck_and_numerical_gradient_name_their_bad_arguments():
+    f = lambda x: float(np.sum(x**2))  # noqa: E731
+    x = np.array([1.0, 2.0])
+    with pytest.raises(ValueError, match=r"^h must be > 0.0, got 0.0$"):
+        gradcheck(f, [x], [None], h=0.0)  # checked even when no input is differentiated
+    with pytest.raises(ValueError, match=r"^h must be > 0.0, got -1e-06$"):
+        numerical_gradient(f, [x], 0, h=-1e-6)
+    with pytest.raises(ValueError, match=r"^h must be > 0.0, got 0.0$"):
+        numerical_gradient(f, [x], 0, h=0.0)
+    with pytest.raises(ValueError, match=r"^index must be an integer, got 0.5$"):
+        numerical_gradient(f, [x], 0.5)
+    with pytest.raises(ValueError, match=r"^max_entries must be >= 1, got 0$"):
+        gradcheck(f, [x], [2 * x], max_entries=0)
+    with pytest.raises(ValueError, match=r"^seed must be >= 0, got -1$"):
+        gradcheck(f, [x], [2 * x], seed=-1)
+    with pytest.raises(ValueError, match=r"^floor must be > 0.0, got 0.0$"):
+        relative_error([1.0], [1.0], floor=0.0)
+    assert gradcheck(f, [x], [2 * x], max_entries=1)[0] < 1e-8  # one entry is enough
+
+
+def test_gradcheck_of_an_empty_input_has_no_error():
+    def f(empty, x):
+        return float(np.sum(x**2) + np.sum(empty))
+
+    assert gradcheck(f, [np.zeros(0), np.array([1.0])], [np.zeros(0), np.array([2.0])]) == [0.0, pytest.approx(0.0,
+                                                                                                               abs=1e-8)]

@@ -109,3 +109,14 @@ def test_the_flagged_table_by_hand():
     assert wide[1].startswith("g          123456   0.00e+00")
     assert format_report(gradient_report({"g": [1.0, INF, NAN]})).endswith("nonfinite (2)")
     assert format_report(gradient_report({"g": [1e3, NAN]})).endswith("huge, nonfinite (1)")
+
+
+def test_a_standard_deviation_that_would_overflow_is_rescaled():
+    (row,) = gradient_report({"g": [1e308, -1e308]})  # the mean is 0, the mean square overflows
+    assert row.mean == 0.0 and row.std == 1e308 and row.norm == pytest.approx(math.sqrt(2) * 1e308, rel=1e-15)
+
+
+def test_the_threshold_messages():
+    with pytest.raises(ValueError, match=r"^huge must be > 0.0, got 0.0$"):
+        gradient_report({"g": [1.0]}, huge=0.0)
+    assert gradient_report({"g": [0.7]}, huge=0.5)[0].flags == ("huge",)  # any positive threshold

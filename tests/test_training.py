@@ -329,3 +329,16 @@ def test_a_failing_child_reports_its_error_output(tmp_path):
 def test_the_cache_folder_is_created_with_its_parents(tmp_path):
     run = load_or_train(TINY, cache_dir=tmp_path / "new" / "deeper")
     assert cache_path(TINY, tmp_path / "new" / "deeper").exists() and run.settings == TINY
+
+
+def test_a_stored_run_with_pickled_objects_is_refused(tiny_run, tmp_path):
+    """Runs are stored without pickles and loaded with allow_pickle=False: a file with one is not executed."""
+    path = tmp_path / "run.npz"
+    tiny_run.save(path)
+    with np.load(path) as data:
+        arrays = dict(data)
+    arrays["losses"] = np.array([object()], dtype=object)
+    with open(path, "wb") as out:
+        np.savez(out, **arrays)
+    with pytest.raises(ValueError, match="allow_pickle=False"):
+        TrainingRun.load(path)

@@ -377,3 +377,15 @@ def test_the_other_ops_name_their_bad_arguments():
         embedding([0], np.zeros(3))
     with pytest.raises(ValueError, match=r"W_hh \(2, 3\)"):
         rnn_forward(np.zeros((1, 1, 2)), np.zeros((1, 3)), np.zeros((2, 3)), np.zeros((2, 3)), np.zeros(3))
+
+
+def test_backward_cache_messages_name_the_forward_function():
+    with pytest.raises(ValueError, match=r"^cache must be the GeluCache\('x', 'approximate'\) that gelu returns, got "
+                                         r"NoneType$"):
+        gelu_backward(np.ones(1), None)
+    with pytest.raises(ValueError, match=r"that rnn_forward returns, got NoneType$"):
+        rnn_backward(np.ones((1, 1, 1)), None)
+    with pytest.raises(ValueError, match=r"^x_max must be > 0.0, got -1.0$"):
+        gelu_derivative_max_difference(x_max=-1.0)
+    with pytest.raises(ValueError, match=r"^step must be <= 1.0, got 2.0$"):
+        gelu_derivative_max_difference(x_max=1.0, step=2.0)

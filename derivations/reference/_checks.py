@@ -109,7 +109,7 @@ def l2_norm(arrays) -> float:
     last bit. Any NaN gives NaN; otherwise any infinity gives infinity.
     """
     arrays = [np.asarray(a, dtype=np.float64) for a in arrays]
-    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+    with np.errstate(over="ignore"):
         squares = sum(float(np.sum(a * a)) for a in arrays)
     if math.isfinite(squares) and squares > 1e-290:
         return math.sqrt(squares)

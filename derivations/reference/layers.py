@@ -267,7 +267,7 @@ def _gelu_tanh_parts(x):
     The sigmoid form keeps full relative accuracy where ``tanh u`` is close to
     -1 (large negative ``x``), where ``1 + tanh(u)`` would cancel.
     """
-    with np.errstate(over="ignore", invalid="ignore"):  # x^3 overflows beyond 1e102: u = +-inf is right
+    with np.errstate(over="ignore"):  # x^3 overflows beyond 1e102: u = +-inf is right
         u = _SQRT_2_OVER_PI * (x + _TANH_CUBIC * x**3)
     return u, _sigmoid(2.0 * u)
 

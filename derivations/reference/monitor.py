@@ -92,7 +92,7 @@ def gradient_report(grads, huge: float = 100.0) -> list[GradientStats]:
         nonfinite = int(g.size - finite.size)
         if finite.size:
             max_abs, norm = float(np.max(np.abs(finite))), l2_norm([finite])
-            with np.errstate(over="ignore", invalid="ignore"):
+            with np.errstate(over="ignore"):
                 mean, std = float(finite.mean()), float(finite.std())
             if not (math.isfinite(mean) and math.isfinite(std)):  # the sums overflowed: scale them down first
                 scaled = finite / max_abs

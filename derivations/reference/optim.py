@@ -135,7 +135,7 @@ def momentum_step(params, grads, state, lr, momentum=0.9):
     lr : float
         ``>= 0``.
     momentum : float
-        ``>= 0``.
+        ``>= 0``; 0.9 unless given (PyTorch has no default: it must be passed there).
 
     Returns
     -------
