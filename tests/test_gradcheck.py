@@ -144,3 +144,9 @@ def test_gradcheck_of_an_empty_input_has_no_error():
 
     assert gradcheck(f, [np.zeros(0), np.array([1.0])], [np.zeros(0), np.array([2.0])]) == [0.0, pytest.approx(0.0,
                                                                                                                abs=1e-8)]
+
+
+def test_the_default_step_is_small():
+    """The default h (1e-6) leaves the cubic's truncation error, h^2, far below 1e-8."""
+    x = np.array([1.0, -2.0])
+    np.testing.assert_allclose(numerical_gradient(lambda x: float(np.sum(x**3)), [x], 0), 3 * x**2, rtol=0, atol=1e-8)
