@@ -34,6 +34,12 @@ def tiny_run() -> TrainingRun:
     return train(TINY)
 
 
+@pytest.fixture(scope="module")
+def second_run() -> TrainingRun:
+    """The same settings trained again (once for every test that compares two runs)."""
+    return train(TINY)
+
+
 def assert_same_run(a: TrainingRun, b: TrainingRun, exact: bool = True) -> None:
     compare = np.testing.assert_array_equal if exact else (lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6))
     assert a.settings == b.settings
@@ -49,8 +55,8 @@ def assert_same_run(a: TrainingRun, b: TrainingRun, exact: bool = True) -> None:
             compare(x, y)
 
 
-def test_training_is_reproducible(tiny_run):
-    assert_same_run(tiny_run, train(TINY))
+def test_training_is_reproducible(tiny_run, second_run):
+    assert_same_run(tiny_run, second_run)
 
 
 def test_another_seed_gives_another_run(tiny_run):
@@ -146,9 +152,9 @@ def test_the_package_does_not_import_mkdocs():
 
 
 @pytest.mark.parametrize("draw", [figures.draw_training_curves, figures.draw_attention, figures.draw_gradient_norms])
-def test_figures_from_a_run_are_deterministic(draw, tiny_run):
+def test_figures_from_a_run_are_deterministic(draw, tiny_run, second_run):
     first = draw(tiny_run)
-    assert first == draw(tiny_run) == draw(train(TINY))
+    assert first == draw(tiny_run) == draw(second_run)
     assert first.lstrip().startswith("<?xml")
 
 
@@ -294,12 +300,15 @@ def test_timings_measure_forward_and_backward_alone(monkeypatch):
 # ----------------------------------------------------------------------------- the child process
 
 
-def test_the_child_process_entry_point_writes_the_same_run(tiny_run, tmp_path):
+def test_the_child_process_entry_point_trains_those_settings_and_writes_the_run(tiny_run, tmp_path, monkeypatch):
     """``python -m derivations.reference.train SETTINGS PATH`` runs ``_main``; here it runs in this process."""
     import json
 
+    asked = []
+    monkeypatch.setattr(training, "train", lambda settings: asked.append(settings) or tiny_run)
     path = tmp_path / "run.npz"
     assert training._main([json.dumps(TINY.as_dict()), str(path)]) == 0
+    assert asked == [TINY]
     assert_same_run(TrainingRun.load(path), tiny_run)
 
 
@@ -319,16 +328,20 @@ def test_the_child_process_gets_one_blas_thread_and_its_failure_is_reported(tmp_
     assert seen["env"]["PATH"] == __import__("os").environ["PATH"]  # the rest of the environment is kept
 
 
-def test_a_failing_child_reports_its_error_output(tmp_path):
+def test_a_failing_child_reports_its_exit_code_and_error_output(tmp_path, monkeypatch):
+    """A stand-in interpreter that fails at once (sh cannot open the module as a script): code and stderr are shown."""
+    monkeypatch.setattr(training.sys, "executable", "/bin/sh")
     with pytest.raises(RuntimeError) as info:
-        training.train_to_file(TINY, tmp_path / "no such folder" / "run.npz")
+        training.train_to_file(TINY, tmp_path / "run.npz")
     message = str(info.value)
-    assert message.startswith("training failed (exit code 1):") and "No such file or directory" in message
+    assert message.startswith("training failed (exit code 2):") and "cannot open derivations.reference.train" in message
 
 
-def test_the_cache_folder_is_created_with_its_parents(tmp_path):
+def test_the_cache_folder_is_created_with_its_parents(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "train_to_file", lambda settings, path: tiny_run.save(path))
     run = load_or_train(TINY, cache_dir=tmp_path / "new" / "deeper")
-    assert cache_path(TINY, tmp_path / "new" / "deeper").exists() and run.settings == TINY
+    assert cache_path(TINY, tmp_path / "new" / "deeper").exists()
+    assert_same_run(run, tiny_run)
 
 
 def test_a_stored_run_with_pickled_objects_is_refused(tiny_run, tmp_path):
