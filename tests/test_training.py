@@ -24,7 +24,7 @@ from derivations.reference.train import TrainingRun, TrainingSettings, cache_pat
 TINY = TrainingSettings(
     config=TransformerConfig(d_model=16, n_heads=2, d_ff=32, n_layers=1),
     n_train=400, n_held_out=100, batch_size=16, steps=60, lr=3e-3, eval_every=20, probe_size=16,
-    probe_steps=(0, 30, 60), timing_repeats=2,
+    probe_steps=(0, 30, 60), timing_repeats=2, init_seed=3, data_seed=2,  # seeds unlike every default
 )
 TIMINGS = {"forward_seconds", "backward_seconds", "train_seconds"}
 
@@ -254,6 +254,8 @@ def test_the_run_matches_an_independent_torch_training_loop(torch_replay):
     and a cached fixture would link only the first test that built it.
     """
     run = train(TINY)
+    assert run.eval_steps.tolist() == [0, 20, 40, 60] and run.probe_steps.tolist() == [0, 30, 60]
+    assert run.train_seconds > 0 and run.forward_seconds > 0 and run.backward_seconds > 0
     np.testing.assert_allclose(run.losses, torch_replay["losses"], rtol=1e-8)
     np.testing.assert_allclose(run.held_out_loss, torch_replay["held_out_loss"], rtol=1e-8)
     np.testing.assert_array_equal(run.held_out_accuracy, torch_replay["held_out_accuracy"])
@@ -290,7 +292,8 @@ def test_timings_measure_forward_and_backward_alone(monkeypatch):
             return real[name](*args, **kwargs)
         return run
 
-    monkeypatch.setattr(training, "forward", ticking("forward", 1.0))
+    calls = []
+    monkeypatch.setattr(training, "forward", lambda *a, **k: calls.append(1) or ticking("forward", 1.0)(*a, **k))
     monkeypatch.setattr(training, "cross_entropy", ticking("cross_entropy", 10.0))
     monkeypatch.setattr(training, "backward", ticking("backward", 100.0))
     from derivations.reference.model import init_params
@@ -299,7 +302,9 @@ def test_timings_measure_forward_and_backward_alone(monkeypatch):
     tokens, targets = np.array([[15, 17, 3, 19, 8, 19, 4, 18]] * 2), np.array([8, 8])
     forward_seconds, backward_seconds = training.time_forward_backward(init_params(config), tokens, targets, config,
                                                                        repeats=3)
-    assert (forward_seconds, backward_seconds) == (1.0, 100.0)
+    assert (forward_seconds, backward_seconds) == (1.0, 100.0) and len(calls) == 3
+    training.time_forward_backward(init_params(config), tokens, targets, config)
+    assert len(calls) == 3 + 25  # the documented default, 25 repeats
 
 
 # ----------------------------------------------------------------------------- the child process
@@ -319,6 +324,8 @@ def test_the_child_process_entry_point_trains_those_settings_and_writes_the_run(
 
 def test_the_child_process_gets_one_blas_thread_and_its_failure_is_reported(tmp_path, monkeypatch):
     seen = {}
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(name, "2")  # what the caller has must not reach the child
 
     def fake_run(command, **kwargs):
         seen.update(command=command, **kwargs)
@@ -335,11 +342,12 @@ def test_the_child_process_gets_one_blas_thread_and_its_failure_is_reported(tmp_
 
 def test_a_failing_child_reports_its_exit_code_and_error_output(tmp_path, monkeypatch):
     """A stand-in interpreter that fails at once (sh cannot open the module as a script): code and stderr are shown."""
+    sh = subprocess.run(["/bin/sh", "-m", "derivations.reference.train"], capture_output=True, text=True)
     monkeypatch.setattr(training.sys, "executable", "/bin/sh")
     with pytest.raises(RuntimeError) as info:
         training.train_to_file(TINY, tmp_path / "run.npz")
-    message = str(info.value)
-    assert message.startswith("training failed (exit code 2):") and "cannot open derivations.reference.train" in message
+    assert str(info.value) == f"training failed (exit code {sh.returncode}):\n\n{sh.stderr}"
+    assert "cannot open derivations.reference.train" in sh.stderr
 
 
 def test_the_cache_folder_is_created_with_its_parents(tiny_run, tmp_path, monkeypatch):
@@ -360,3 +368,13 @@ def test_a_stored_run_with_pickled_objects_is_refused(tiny_run, tmp_path):
         np.savez(out, **arrays)
     with pytest.raises(ValueError, match="allow_pickle=False"):
         TrainingRun.load(path)
+
+
+def test_the_settings_reach_the_timing_and_an_empty_probe_list_stays_integer(monkeypatch):
+    asked = []
+    monkeypatch.setattr(training, "time_forward_backward",
+                        lambda params, tokens, targets, config, repeats: asked.append(repeats) or (1.5, 2.5))
+    run = train(dataclasses.replace(TINY, steps=2, probe_steps=(), eval_every=1, timing_repeats=7))
+    assert asked == [7] and (run.forward_seconds, run.backward_seconds) == (1.5, 2.5)
+    assert run.probe_steps.dtype == np.int64 and run.probe_steps.size == 0
+    assert run.eval_steps.dtype == np.int64 and run.eval_steps.tolist() == [0, 1, 2]

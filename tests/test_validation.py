@@ -20,7 +20,9 @@ from derivations.reference import (
     attention_backward,
     clip_grad_norm,
     cross_entropy,
+    cross_entropy_backward,
     embedding,
+    embedding_backward,
     gelu,
     gelu_backward,
     gelu_derivative_max_difference,
@@ -32,10 +34,12 @@ from derivations.reference import (
     momentum_init,
     momentum_step,
     multi_head_attention,
+    multi_head_attention_backward,
     numerical_gradient,
     positional_encoding,
     relative_error,
     relu,
+    relu_backward,
     rnn_backward,
     rnn_forward,
     sgd_step,
@@ -389,3 +393,34 @@ def test_backward_cache_messages_name_the_forward_function():
         gelu_derivative_max_difference(x_max=-1.0)
     with pytest.raises(ValueError, match=r"^step must be <= 1.0, got 2.0$"):
         gelu_derivative_max_difference(x_max=1.0, step=2.0)
+
+
+def test_messages_are_exact_where_a_name_alone_would_match_a_garbled_one():
+    with pytest.raises(ValueError, match=r"^n_heads = 5 must be positive and divide d_model = 64$"):
+        TransformerConfig(n_heads=5)
+    with pytest.raises(ValueError, match=r"^ln_eps must be > 0.0, got 0.0$"):
+        TransformerConfig(ln_eps=0.0)
+    with pytest.raises(ValueError, match=r"^cache must be the dict that forward returns$"):
+        backward(np.ones((1, 20)), {})
+    with pytest.raises(ValueError, match=r"^params must be a dict of arrays, got list$"):
+        adam_init([np.zeros(1)])
+    params, grads = {"w": np.zeros(2)}, {"w": np.ones(2)}
+    with pytest.raises(ValueError, match=r"^beta2 must be >= 0.0, got -0.1$"):
+        adam_step(params, grads, adam_init(params), beta2=-0.1)
+    with pytest.raises(ValueError, match=r"^state\['t'\] must be >= 0, got -1$"):
+        adam_step(params, grads, {**adam_init(params), "t": -1})
+    with pytest.raises(ValueError, match=r"^state has no 'm' entry \(it has \['t', 'v'\]\); build the state with "
+                                         r"adam_init$"):
+        adam_step(params, grads, {"t": 0, "v": {"w": np.zeros(2)}})
+    with pytest.raises(ValueError, match=r"that relu returns, got NoneType$"):
+        relu_backward(np.ones(1), None)
+    with pytest.raises(ValueError, match=r"that cross_entropy returns, got NoneType$"):
+        cross_entropy_backward(1.0, None)
+    with pytest.raises(ValueError, match=r"that layer_norm returns, got NoneType$"):
+        layer_norm_backward(np.ones(1), None)
+    with pytest.raises(ValueError, match=r"that linear returns, got NoneType$"):
+        linear_backward(np.ones(1), None)
+    with pytest.raises(ValueError, match=r"that embedding returns, got NoneType$"):
+        embedding_backward(np.ones(1), None)
+    with pytest.raises(ValueError, match=r"that multi_head_attention returns, got NoneType$"):
+        multi_head_attention_backward(np.ones(1), None)
