@@ -338,3 +338,23 @@ def test_optimiser_steps_carry_a_nan_gradient_into_that_entry_only_as_torch_does
             new, _ = step(params, grads, adam_init(params), lr=0.1)
         same(new["w"], tensor.detach())
         assert np.isnan(new["w"][1]) and np.all(np.isfinite(new["w"][[0, 2]]))
+
+
+def test_layer_norm_of_huge_rows_in_any_layout_and_its_gradient():
+    """Rows of 1e200 next to a NaN row, in a 3-D batch: each huge row is normalised on its own, and the
+    gradient scales as 1/c (LN(c x) = LN(x) for eps negligible, so d/dx LN(c x) = (1/c) LN'(x))."""
+    rng = np.random.default_rng(7)
+    base = rng.standard_normal((2, 3, 4))
+    gamma, beta = rng.standard_normal(4), rng.standard_normal(4)
+    huge = 1e200 * base
+    huge[1, 2] = [1.0, NAN, 2.0, 3.0]
+    y, cache = layer_norm(huge, gamma, beta)
+    reference, reference_cache = layer_norm(base, gamma, beta, eps=1e-300)  # eps negligible, as for 1e200 rows
+    np.testing.assert_allclose(y[0], reference[0], rtol=1e-12)
+    np.testing.assert_allclose(y[1, :2], reference[1, :2], rtol=1e-12)
+    assert np.all(np.isnan(y[1, 2]))
+    dy = rng.standard_normal(base.shape)
+    dx, _, _ = layer_norm_backward(dy, cache)
+    dx_reference, _, _ = layer_norm_backward(dy, reference_cache)
+    np.testing.assert_allclose(dx[0] * 1e200, dx_reference[0], rtol=1e-10)
+    assert np.all(np.isnan(dx[1, 2]))

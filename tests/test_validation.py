@@ -424,3 +424,17 @@ def test_messages_are_exact_where_a_name_alone_would_match_a_garbled_one():
         embedding_backward(np.ones(1), None)
     with pytest.raises(ValueError, match=r"that multi_head_attention returns, got NoneType$"):
         multi_head_attention_backward(np.ones(1), None)
+
+
+def test_more_messages_that_must_name_the_argument_exactly():
+    with pytest.raises(ValueError, match=r"^seed must be >= 0, got -1$"):
+        init_params(TransformerConfig(), seed=-1)
+    with pytest.raises(ValueError, match=r"^config must be a TransformerConfig, got dict$"):
+        forward({}, [[1]], {})
+    with pytest.raises(ValueError, match=r"^eps must be > 0.0, got 0.0$"):
+        layer_norm(np.ones(2), np.ones(2), np.zeros(2), eps=0.0)
+    with pytest.raises(ValueError, match=r"^d_model must be >= 1, got 0$"):
+        positional_encoding(3, 0)
+    for X in (np.zeros((3, 0)), np.zeros((2, 3, 0))):
+        with pytest.raises(ValueError, match=r"must be \[\.\.\., n, d_model\] with n >= 1 and d_model >= 1$"):
+            multi_head_attention(X, *[np.zeros((0, 0))] * 4, n_heads=1)

@@ -591,7 +591,7 @@ def cross_entropy(logits, targets):
     require(targets.shape == (N,), f"targets {targets.shape} must have shape ({N},) to match logits {logits.shape}")
     require(bool(np.all((targets >= 0) & (targets < C))),
             f"targets must lie in [0, {C}) for logits {logits.shape}; got min {targets.min()}, max {targets.max()}")
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore"):  # inf - inf where a row holds +inf or only -inf: NaN, as documented
         shifted = logits - logits.max(axis=1, keepdims=True)
         log_p = shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
         loss = -float(np.mean(log_p[np.arange(N), targets]))
