@@ -358,3 +358,12 @@ def test_layer_norm_of_huge_rows_in_any_layout_and_its_gradient():
     dx_reference, _, _ = layer_norm_backward(dy, reference_cache)
     np.testing.assert_allclose(dx[0] * 1e200, dx_reference[0], rtol=1e-10)
     assert np.all(np.isnan(dx[1, 2]))
+
+
+def test_infinity_times_zero_inside_products_is_a_quiet_nan_and_overflow_a_quiet_inf():
+    Q = np.array([[INF, 1.0]])
+    K = np.array([[0.0, 1.0], [1.0, 0.0]])  # the score with key 0 is inf * 0 + 1 = NaN
+    O, _ = attention(Q, K, np.eye(2))
+    assert np.all(np.isnan(O))
+    y, _ = linear([[1e200, 1.0]], [[1e200], [0.0]])
+    assert y.tolist() == [[INF]]

@@ -438,3 +438,19 @@ def test_more_messages_that_must_name_the_argument_exactly():
     for X in (np.zeros((3, 0)), np.zeros((2, 3, 0))):
         with pytest.raises(ValueError, match=r"must be \[\.\.\., n, d_model\] with n >= 1 and d_model >= 1$"):
             multi_head_attention(X, *[np.zeros((0, 0))] * 4, n_heads=1)
+
+
+def test_optimiser_pairs_name_what_is_missing_and_what_is_not_a_dict():
+    with pytest.raises(ValueError, match=r"^grads have different names from params: missing \['b'\], unexpected \[\]$"):
+        sgd_step({"w": np.zeros(1), "b": np.zeros(1)}, {"w": np.zeros(1)}, lr=0.1)
+    with pytest.raises(ValueError, match=r"^grads have different names from params: missing \[\], unexpected \['c'\]$"):
+        sgd_step({"w": np.zeros(1)}, {"w": np.zeros(1), "c": np.zeros(1)}, lr=0.1)
+    with pytest.raises(ValueError, match=r"^params must be a dict of arrays, got list$"):
+        sgd_step([np.zeros(1)], {}, lr=0.1)
+    with pytest.raises(ValueError, match=r"^grads must be a dict of arrays, got list$"):
+        sgd_step({}, [np.zeros(1)], lr=0.1)
+
+
+def test_a_zero_key_dimension_is_refused_with_leading_axes_too():
+    with pytest.raises(ValueError, match=r"have d_k = 0"):
+        attention(np.zeros((2, 3, 0)), np.zeros((2, 4, 0)), np.zeros((2, 4, 1)))

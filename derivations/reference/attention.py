@@ -92,7 +92,7 @@ def softmax(x, mask=None):
     e = np.exp(x - row_max)  # exp(-inf) == 0 exactly; exp(+inf) rows are undefined and replaced below
     e = np.where(undefined, 0.0, e)
     total = np.sum(e, axis=-1, keepdims=True)
-    y = np.divide(e, total, out=np.zeros_like(e), where=total > 0)
+    y = e / np.where(total > 0, total, 1.0)  # a fully masked row has e = 0 everywhere: y = 0, not 0/0
     y = np.where(undefined, np.nan, y)
     return y, SoftmaxCache(y)
 
