@@ -42,3 +42,9 @@ def test_argument_checks_name_the_argument():
         as_real(math.nan, "r", finite=False)
     with pytest.raises(ValueError, match=r"^my_mask must be a boolean array .* converts with `my_mask == 0`$"):
         as_mask([1.0], "my_mask")
+
+
+def test_closed_bounds_include_the_bound():
+    assert as_real(1.0, "r", high=1.0) == 1.0 and as_real(0.0, "r", low=0.0) == 0.0
+    with pytest.raises(ValueError, match=r"^r must be <= 1.0, got 1.5$"):
+        as_real(1.5, "r", high=1.0)

@@ -253,9 +253,14 @@ def test_the_run_matches_an_independent_torch_training_loop(torch_replay):
     It trains here rather than using the module's run: mutmut links a test to the code it calls,
     and a cached fixture would link only the first test that built it.
     """
+    import time
+
+    start = time.perf_counter()
     run = train(TINY)
+    elapsed = time.perf_counter() - start
+    assert run.settings == TINY
     assert run.eval_steps.tolist() == [0, 20, 40, 60] and run.probe_steps.tolist() == [0, 30, 60]
-    assert run.train_seconds > 0 and run.forward_seconds > 0 and run.backward_seconds > 0
+    assert 0 < run.train_seconds < elapsed and run.forward_seconds > 0 and run.backward_seconds > 0
     np.testing.assert_allclose(run.losses, torch_replay["losses"], rtol=1e-8)
     np.testing.assert_allclose(run.held_out_loss, torch_replay["held_out_loss"], rtol=1e-8)
     np.testing.assert_array_equal(run.held_out_accuracy, torch_replay["held_out_accuracy"])

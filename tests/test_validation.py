@@ -454,3 +454,16 @@ def test_optimiser_pairs_name_what_is_missing_and_what_is_not_a_dict():
 def test_a_zero_key_dimension_is_refused_with_leading_axes_too():
     with pytest.raises(ValueError, match=r"have d_k = 0"):
         attention(np.zeros((2, 3, 0)), np.zeros((2, 4, 0)), np.zeros((2, 4, 1)))
+
+
+def test_training_settings_messages_and_edges():
+    from derivations.reference.train import TrainingSettings
+
+    with pytest.raises(ValueError, match=r"^config must be a TransformerConfig, got dict$"):
+        TrainingSettings(config={})
+    with pytest.raises(ValueError, match=r"^lr must be > 0.0, got 0.0$"):
+        TrainingSettings(lr=0.0)
+    with pytest.raises(ValueError, match=r"^example must be an expression such as 'Max\(1,6,2\)', got 5$"):
+        TrainingSettings(example=5)
+    edge = TrainingSettings(n_train=16, probe_size=16, batch_size=1, eval_every=1, timing_repeats=1, n_held_out=0)
+    assert edge.probe_size == edge.n_train == 16  # the probe may be the whole training set
