@@ -616,3 +616,16 @@ def test_gelu_derivative_max_difference_on_other_ranges(x_max, step):
     assert abs(float(grid.detach()[k]) - x_at_max) < 2 * x_max / 200_000
     assert value == pytest.approx(float(gap[k]), rel=1e-6)
     assert 0 <= x_at_max <= x_max
+
+
+def test_multi_head_attention_with_one_feature_matches_torch(rng):
+    X, Ws = rng.standard_normal((3, 1)), [rng.standard_normal((1, 1)) for _ in range(4)]
+    out, cache = multi_head_attention(X, *Ws, n_heads=1)
+    dout = rng.standard_normal(out.shape)
+    grads = multi_head_attention_backward(dout, cache)
+    tensors = [leaf(X)] + [leaf(W) for W in Ws]
+    tout = torch_multi_head(*tensors, 1, None)
+    tout.backward(torch.tensor(dout))
+    assert_close(out, tout)
+    for grad, tensor in zip(grads, tensors):
+        assert_close(grad, tensor.grad)
