@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EQUIVALENTS = ROOT / "tests" / "mutation-equivalents.md"
 TARGET = 0.95
 KILLED = {1, 3, 36, -24, 24, 152, 255, 37}  # mutmut's exit codes for killed, timeout, caught by type check
-ROW = re.compile(r"^\|\s*`(?P<name>[^`]+)`\s*\|\s*`(?P<change>.*)`\s*\|\s*(?P<why>.*\S)\s*\|\s*$")
+ROW = re.compile(r"^\|\s*`(?P<name>[^`]+)`\s*\|\s*`(?P<change>[^`]*)`\s*\|\s*(?P<why>.*\S)\s*\|\s*$")
 
 
 def results() -> dict[str, tuple[int | None, str]]:
