@@ -302,7 +302,10 @@ def on_page_markdown(markdown, page, config, files):
             log.info("docs/%s: session %s executed in %.1f s", src, run.session, run.seconds)
     if src.endswith(".md"):  # notebooks are checked in their rendered HTML (on_post_page)
         markdown, prose_errors = pageprose.substitute(markdown, runs)
-        prose_errors += pageprose.leftover_markers(markdown, allowed=claimsmd.MARKER_LINES + exercisesmd.MARKER_LINES)
+        failed_lines = {error.line for error in prose_errors}  # reported once, not again as a leftover marker
+        prose_errors += [error for error in pageprose.leftover_markers(
+            markdown, allowed=claimsmd.MARKER_LINES + exercisesmd.MARKER_LINES) if error.line not in failed_lines]
+        _state.setdefault("prose_failed", set()).update([src] if prose_errors else [])
         for error in prose_errors:
             log.error("docs/%s:%d: %s", src, error.line, error.message)
     # Before the download link moves the lines, and before the claims: a symbolic answer shows claims.
@@ -359,7 +362,7 @@ def on_post_page(output, page, config):
     for error in errors:
         where = f"docs/{page.file.src_uri}" + (f":{error.line}" if error.line else " (formula not in the source: from a claim?)")
         log.error("%s: KaTeX cannot render %r: %s", where, error.tex, error.message)
-    if not errors:  # a formula KaTeX rejected is already reported, and stays raw
+    if not errors and page.file.src_uri not in _state.get("prose_failed", ()):  # else reported already
         for snippet in htmlcheck.raw_source(output):
             log.error("docs/%s: raw TeX or an unexpanded marker would reach readers: ...%s...",
                       page.file.src_uri, snippet)
