@@ -145,8 +145,14 @@ def _start_figures() -> None:
         return
 
     def run() -> None:
-        child = subprocess.run([sys.executable, str(Path(figurejobs.__file__)), key], cwd=buildcache.ROOT,
-                               capture_output=True, text=True, env={**os.environ, "MPLBACKEND": "Agg"})
+        import fcntl
+
+        # One drawing process at a time (a build and a test worker may both start cold); the second
+        # finds the figures the first drew.
+        with open(buildcache.path_for("figures", "drawing", ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            child = subprocess.run([sys.executable, str(Path(figurejobs.__file__)), key], cwd=buildcache.ROOT,
+                                   capture_output=True, text=True, env={**os.environ, "MPLBACKEND": "Agg"})
         failures = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
         if child.returncode != 0:
             failures.append({"figure": "(all)", "error": child.stderr.strip().splitlines()[-1:], "traceback": child.stderr})
