@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 
 def _registry():
-    # Imported at call time: under `mkdocs serve` the hooks reload the package between builds.
-    import derivations.symbolic as registry
+    # The printed registry, stored per version of derivations/symbolic (claimsnapshot): a build
+    # does not import SymPy, and under `mkdocs serve` a changed claim gives a new snapshot.
+    import claimsnapshot
 
-    return registry
+    return claimsnapshot.snapshot()
 
 
 def get_claim(claim_id: str):
@@ -81,7 +82,7 @@ def lookup(kind: str, item_id: str):
 
 def badge_text(item) -> str:
     """What the badge says: "SymPy: proven for all sizes", "... every step proven at every size up to 3 ..."."""
-    what = "every step proven" if hasattr(item, "steps") else "proven"
+    what = "every step proven" if getattr(item, "is_derivation", hasattr(item, "steps")) else "proven"
     return f"SymPy: {what} {item.sizes}"
 
 

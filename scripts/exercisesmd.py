@@ -130,10 +130,14 @@ def prepare() -> dict:
         if _prepared.get("key") == key:
             return _prepared["outcomes"]
         target = buildcache.path_for("pages", f"exercises-{key}", ".pickle")
-        if target.exists():
-            outcomes = pickle.loads(target.read_bytes())
-        else:
-            outcomes = _run_in_child(target)
+        import fcntl
+
+        with open(target.with_suffix(".lock"), "w") as lock:  # across processes: build and test workers
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if target.exists():
+                outcomes = pickle.loads(target.read_bytes())
+            else:
+                outcomes = _run_in_child(target)
         _prepared.update(key=key, outcomes=outcomes)
         return outcomes
 

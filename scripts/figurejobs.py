@@ -32,17 +32,19 @@ def figure_path(name: str, key: str, variant: str = "") -> Path:
     return buildcache.path_for("figures", f"{name}{variant}-{key}", ".svg")
 
 
-def variants(name: str) -> tuple[str, ...]:
-    """The variants figure ``name`` has: all four if it draws a narrow layout, else two."""
-    from derivations.figures import NARROW
+def catalogue() -> dict[str, list[str]]:
+    """Every figure's name and its variants: all four if it draws a narrow layout, else two.
 
-    return VARIANTS if name in NARROW else VARIANTS[:2]
+    Imports the makers (matplotlib and all); the build keeps the answer per source hash.
+    """
+    from derivations.figures import FIGURES, NARROW
+
+    return {name: list(VARIANTS if name in NARROW else VARIANTS[:2]) for name in sorted(FIGURES)}
 
 
-def all_drawn(key: str) -> bool:
-    from derivations.figures import FIGURES
-
-    return all(figure_path(name, key, v).exists() for name in FIGURES for v in variants(name))
+def all_drawn(key: str, figures: dict[str, list[str]]) -> bool:
+    """Whether every variant of every figure of ``figures`` (a :func:`catalogue`) is drawn."""
+    return all(figure_path(name, key, v).exists() for name, variants in figures.items() for v in variants)
 
 
 def _write(path: Path, svg: str) -> None:
@@ -58,8 +60,9 @@ def draw_missing(key: str) -> list[dict]:
     from derivations.figures import FIGURES, _svg, render
 
     failures = []
+    figures = catalogue()
     for name in sorted(FIGURES):
-        for layout in ("wide", "narrow") if "-narrow" in variants(name) else ("wide",):
+        for layout in ("wide", "narrow") if "-narrow" in figures[name] else ("wide",):
             suffix = "" if layout == "wide" else "-narrow"
             light, dark = figure_path(name, key, suffix), figure_path(name, key, suffix + "-dark")
             if light.exists() and dark.exists():

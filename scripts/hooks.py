@@ -43,6 +43,7 @@ import figurepage  # noqa: E402
 import htmlcheck  # noqa: E402
 import chapternotebook  # noqa: E402
 import claimsmd  # noqa: E402
+import claimsnapshot  # noqa: E402,F401  (imported lazily by claimsmd; MkDocs drops our sys.path entry after loading the hooks)
 import claimsrecord  # noqa: E402
 import exercisesmd  # noqa: E402
 import mathrender  # noqa: E402
@@ -133,17 +134,27 @@ def on_config(config):
 def _start_figures() -> None:
     """Draw the missing figures in a child process (fresh imports, beside the pages) while the
     build goes on; ``on_env`` waits for it, before MkDocs copies the files."""
-    from derivations.figures import FIGURES
-
     key = _state["package_hash"]
-    _state["figure_names"] = sorted(FIGURES)
-    if figurejobs.all_drawn(key):
+    catalogue_file = buildcache.path_for("figures", f"catalogue-{key}", ".json")
+    if catalogue_file.exists():  # importing the figure makers (matplotlib and all) costs a second
+        _state["figures"] = json.loads(catalogue_file.read_text())
+    else:
+        _state["figures"] = figurejobs.catalogue()
+        catalogue_file.write_text(json.dumps(_state["figures"]))
+    _state["figure_names"] = sorted(_state["figures"])
+    if figurejobs.all_drawn(key, _state["figures"]):
         _state["figure_thread"] = None
         return
 
     def run() -> None:
-        child = subprocess.run([sys.executable, str(Path(figurejobs.__file__)), key], cwd=buildcache.ROOT,
-                               capture_output=True, text=True, env={**os.environ, "MPLBACKEND": "Agg"})
+        import fcntl
+
+        # One drawing process at a time (a build and a test worker may both start cold); the second
+        # finds the figures the first drew.
+        with open(buildcache.path_for("figures", "drawing", ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            child = subprocess.run([sys.executable, str(Path(figurejobs.__file__)), key], cwd=buildcache.ROOT,
+                                   capture_output=True, text=True, env={**os.environ, "MPLBACKEND": "Agg"})
         failures = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
         if child.returncode != 0:
             failures.append({"figure": "(all)", "error": child.stderr.strip().splitlines()[-1:], "traceback": child.stderr})
@@ -279,7 +290,7 @@ def on_files(files, config):
 
     # Figures are drawn by _start_figures (cached under the package hash); MkDocs copies them after on_env.
     for name in _state["figure_names"]:
-        for variant in figurejobs.variants(name):
+        for variant in _state["figures"][name]:
             path = figurejobs.figure_path(name, _state["package_hash"], variant)
             files.append(File.generated(config, f"vis/{name}{variant}.svg", abs_src_path=str(path)))
     return files
@@ -302,7 +313,10 @@ def on_page_markdown(markdown, page, config, files):
             log.info("docs/%s: session %s executed in %.1f s", src, run.session, run.seconds)
     if src.endswith(".md"):  # notebooks are checked in their rendered HTML (on_post_page)
         markdown, prose_errors = pageprose.substitute(markdown, runs)
-        prose_errors += pageprose.leftover_markers(markdown, allowed=claimsmd.MARKER_LINES + exercisesmd.MARKER_LINES)
+        failed_lines = {error.line for error in prose_errors}  # reported once, not again as a leftover marker
+        prose_errors += [error for error in pageprose.leftover_markers(
+            markdown, allowed=claimsmd.MARKER_LINES + exercisesmd.MARKER_LINES) if error.line not in failed_lines]
+        _state.setdefault("prose_failed", set()).update([src] if prose_errors else [])
         for error in prose_errors:
             log.error("docs/%s:%d: %s", src, error.line, error.message)
     # Before the download link moves the lines, and before the claims: a symbolic answer shows claims.
@@ -367,7 +381,7 @@ def on_post_page(output, page, config):
     for error in errors:
         where = f"docs/{page.file.src_uri}" + (f":{error.line}" if error.line else " (formula not in the source: from a claim?)")
         log.error("%s: KaTeX cannot render %r: %s", where, error.tex, error.message)
-    if not errors:  # a formula KaTeX rejected is already reported, and stays raw
+    if not errors and page.file.src_uri not in _state.get("prose_failed", ()):  # else reported already
         for snippet in htmlcheck.raw_source(output):
             log.error("docs/%s: raw TeX or an unexpanded marker would reach readers: ...%s...",
                       page.file.src_uri, snippet)

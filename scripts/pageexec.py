@@ -178,8 +178,24 @@ def _cache_path(key: str) -> Path:
 
 
 def _run_in_child(docs: Path, page: str, session: str, key: str) -> SessionRun:
-    """Run one session in a fresh interpreter (fresh imports, one BLAS thread) and read its result."""
+    """Run one session in a fresh interpreter (fresh imports, one BLAS thread) and read its result.
+
+    A lock per session key: when a build and a test worker both need the same cold session, one
+    runs it and the other reads its result.
+    """
+    import fcntl
+
     target = _cache_path(key)
+    with open(target.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.exists():
+            run = pickle.loads(target.read_bytes())
+            run.cached = True
+            return run
+        return _execute(docs, page, session, key, target)
+
+
+def _execute(docs: Path, page: str, session: str, key: str, target: Path) -> SessionRun:
     partial = target.with_suffix(f".{os.getpid()}.partial")
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))

@@ -186,3 +186,51 @@ def test_mask_and_upstream_shape_errors() -> None:
     _, cache = attention(Q, K, V)
     with pytest.raises(ValueError, match=r"dO \(2, 3\)"):
         attention_backward(np.zeros((2, 3)), cache)
+
+
+@pytest.mark.parametrize(
+    "q_shape, k_shape, v_shape",
+    [
+        ((2, 3, 4, 5), (2, 1, 6, 5), (1, 3, 6, 2)),  # K shared by every head, V by every batch entry
+        ((1, 4, 5), (3, 6, 5), (3, 6, 2)),           # Q shared by the batch
+        ((2, 3, 4, 5), (6, 5), (1, 1, 6, 2)),        # K without leading axes, V with size-1 ones
+    ],
+)
+def test_size_one_leading_axes_receive_the_summed_gradient(q_shape, k_shape, v_shape) -> None:
+    """Broadcasting a size-1 axis is copying; its adjoint sums. Each gradient has its input's shape."""
+    rng = np.random.default_rng(sum(q_shape + k_shape))
+    Q, K, V = rng.standard_normal(q_shape), rng.standard_normal(k_shape), rng.standard_normal(v_shape)
+    O, cache = attention(Q, K, V)
+    dO = rng.standard_normal(O.shape)
+    expected = torch_attention(Q, K, V, None, dO)
+    assert rel_err(O, expected[0]) < RTOL
+    for name, mine, theirs, shape in zip("QKV", attention_backward(dO, cache), expected[1:], (q_shape, k_shape, v_shape)):
+        assert mine.shape == shape, f"d{name}"
+        assert rel_err(mine, theirs) < RTOL, f"d{name}"
+
+
+@pytest.mark.parametrize(
+    "shapes",
+    [((2, 2, 3), (3, 4, 3), (1, 4, 2)),   # only K disagrees with the others
+     ((2, 2, 3), (1, 4, 3), (3, 4, 2))],  # only V does
+)
+def test_leading_axes_of_each_input_are_checked(shapes) -> None:
+    Q, K, V = (np.zeros(s) for s in shapes)
+    with pytest.raises(ValueError, match=r"^leading axes of Q .* do not broadcast$"):
+        attention(Q, K, V)
+
+
+def test_softmax_and_attention_messages() -> None:
+    with pytest.raises(ValueError, match=r"^dy \(2,\) does not match softmax output \(3,\)$"):
+        softmax_backward(np.ones(2), softmax(np.ones(3))[1])
+    with pytest.raises(ValueError, match=r"^mask \(3,\) does not broadcast to x \(2, 2\)$"):
+        softmax(np.zeros((2, 2)), np.ones(3, dtype=bool))
+    with pytest.raises(ValueError, match=r"^mask \(2, 5\) does not broadcast to scores \(2, 4\)$"):
+        attention(np.zeros((2, 3)), np.zeros((4, 3)), np.zeros((4, 2)), np.ones((2, 5), dtype=bool))
+    with pytest.raises(ValueError, match=r"^cache must be the SoftmaxCache\('y',\) that softmax returns, got tuple of "
+                                         r"length 2$"):
+        softmax_backward(np.ones(2), (np.ones(2), np.ones(2)))
+    with pytest.raises(ValueError, match=r"that attention returns, got SoftmaxCache of length 1$"):
+        attention_backward(np.ones((1, 1)), softmax([1.0])[1])
+    with pytest.raises(ValueError, match=r"that attention returns, got NoneType$"):
+        attention_backward(np.ones((1, 1)), None)

@@ -114,7 +114,7 @@ def test_saved_tensors_of_attention_are_named_and_sized(max_graph):
     assert saved["attention.A"].shape == (1, config.n_heads, 8, 8)
     assert saved["attention.A"].nbytes == 8 * config.n_heads * 8 * 8 and not saved["attention.A"].is_input
     assert saved["attention.Q"].shape == (1, config.n_heads, 8, d_head)
-    assert saved["q.x"].is_input and saved["q.W_q"].is_input  # kept by reference: no copy
+    assert saved["linear_q.x"].is_input and saved["linear_q.W"].is_input  # kept by reference: no copy
     relu = graph.nodes[EXPECTED_OPS.index("relu")]
     (mask,) = relu.saved_tensors()
     assert mask.dtype == "bool" and mask.nbytes == 8 * config.d_ff  # one byte per entry of [1, 8, d_ff]

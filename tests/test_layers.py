@@ -341,7 +341,7 @@ def test_positional_encoding_follows_the_paper(d_model):
 def test_positional_encoding_rejects_bad_sizes():
     with pytest.raises(ValueError, match="d_model"):
         positional_encoding(4, 0)
-    with pytest.raises(ValueError, match="integers"):
+    with pytest.raises(ValueError, match="seq_len must be an integer"):
         positional_encoding(4.5, 2)
 
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch_model import TorchTransformer
 
 from derivations.reference.model import (
     TransformerConfig,
@@ -91,90 +92,6 @@ def test_finite_difference_check_catches_a_wrong_gradient():
 
 
 # ----------------------------------------------------------------------------- PyTorch
-
-
-class TorchTransformer(nn.Module):
-    """The same model written with torch.nn modules; nothing shared with the NumPy code."""
-
-    def __init__(self, config: TransformerConfig):
-        super().__init__()
-        d = config.d_model
-        self.config = config
-        self.embed = nn.Embedding(config.vocab_size, d)
-        self.attn = nn.ModuleList(nn.MultiheadAttention(d, config.n_heads, bias=False, batch_first=True)
-                                  for _ in range(config.n_layers))
-        self.ln1 = nn.ModuleList(nn.LayerNorm(d, eps=config.ln_eps) for _ in range(config.n_layers))
-        self.ln2 = nn.ModuleList(nn.LayerNorm(d, eps=config.ln_eps) for _ in range(config.n_layers))
-        self.ffn_in = nn.ModuleList(nn.Linear(d, config.d_ff) for _ in range(config.n_layers))
-        self.ffn_out = nn.ModuleList(nn.Linear(config.d_ff, d) for _ in range(config.n_layers))
-        self.ln_final = nn.LayerNorm(d, eps=config.ln_eps) if config.norm == "pre" else None
-        self.head = nn.Linear(d, config.vocab_size)
-        self.activation = {"relu": nn.ReLU(), "gelu": nn.GELU(), "gelu_tanh": nn.GELU(approximate="tanh")}[
-            config.activation]
-
-    def positions(self, T):
-        d = self.config.d_model
-        pos = torch.arange(T, dtype=torch.float64)[:, None]
-        pe = torch.zeros(T, d)
-        for a in range(d):
-            angle = pos[:, 0] / 10000 ** (2 * (a // 2) / d)
-            pe[:, a] = torch.sin(angle) if a % 2 == 0 else torch.cos(angle)
-        return pe
-
-    def forward(self, tokens, targets):
-        x = self.embed(tokens) + self.positions(tokens.shape[1])
-        for l in range(self.config.n_layers):
-            ffn = lambda h: self.ffn_out[l](self.activation(self.ffn_in[l](h)))  # noqa: E731
-            if self.config.norm == "post":
-                x = self.ln1[l](x + self.attn[l](x, x, x, need_weights=False)[0])
-                x = self.ln2[l](x + ffn(x))
-            else:
-                h = self.ln1[l](x)
-                x = x + self.attn[l](h, h, h, need_weights=False)[0]
-                x = x + ffn(self.ln2[l](x))
-        if self.ln_final is not None:
-            x = self.ln_final(x)
-        return F.cross_entropy(self.head(x[:, -1]), targets)
-
-    def load(self, params):
-        """Copy the NumPy parameters in; torch's Linear stores W^T, MultiheadAttention stacks W_q, W_k, W_v."""
-        t = lambda a: torch.tensor(a)  # noqa: E731
-        with torch.no_grad():
-            self.embed.weight.copy_(t(params["embed"]))
-            for l in range(self.config.n_layers):
-                p = f"block{l}."
-                self.attn[l].in_proj_weight.copy_(
-                    torch.cat([t(params[p + f"attn.{W}"]).T for W in ("W_q", "W_k", "W_v")]))
-                self.attn[l].out_proj.weight.copy_(t(params[p + "attn.W_o"]).T)
-                for ln, name in ((self.ln1[l], "ln1"), (self.ln2[l], "ln2")):
-                    ln.weight.copy_(t(params[p + name + ".gamma"]))
-                    ln.bias.copy_(t(params[p + name + ".beta"]))
-                self.ffn_in[l].weight.copy_(t(params[p + "ffn.W1"]).T)
-                self.ffn_in[l].bias.copy_(t(params[p + "ffn.b1"]))
-                self.ffn_out[l].weight.copy_(t(params[p + "ffn.W2"]).T)
-                self.ffn_out[l].bias.copy_(t(params[p + "ffn.b2"]))
-            if self.ln_final is not None:
-                self.ln_final.weight.copy_(t(params["ln_final.gamma"]))
-                self.ln_final.bias.copy_(t(params["ln_final.beta"]))
-            self.head.weight.copy_(t(params["W_out"]).T)
-            self.head.bias.copy_(t(params["b_out"]))
-
-    def grads(self):
-        """Torch's gradients under the NumPy names and layouts."""
-        g = {"embed": self.embed.weight.grad}
-        for l in range(self.config.n_layers):
-            p = f"block{l}."
-            q, k, v = self.attn[l].in_proj_weight.grad.chunk(3)
-            g.update({p + "attn.W_q": q.T, p + "attn.W_k": k.T, p + "attn.W_v": v.T,
-                      p + "attn.W_o": self.attn[l].out_proj.weight.grad.T})
-            for ln, name in ((self.ln1[l], "ln1"), (self.ln2[l], "ln2")):
-                g[p + name + ".gamma"], g[p + name + ".beta"] = ln.weight.grad, ln.bias.grad
-            g[p + "ffn.W1"], g[p + "ffn.b1"] = self.ffn_in[l].weight.grad.T, self.ffn_in[l].bias.grad
-            g[p + "ffn.W2"], g[p + "ffn.b2"] = self.ffn_out[l].weight.grad.T, self.ffn_out[l].bias.grad
-        if self.ln_final is not None:
-            g["ln_final.gamma"], g["ln_final.beta"] = self.ln_final.weight.grad, self.ln_final.bias.grad
-        g["W_out"], g["b_out"] = self.head.weight.grad.T, self.head.bias.grad
-        return {k: v.detach().numpy() for k, v in g.items()}
 
 
 @pytest.fixture(autouse=True)
@@ -356,3 +273,128 @@ def test_backward_without_record_returns_only_grads():
     logits, cache = forward(params, [[1] * 8], config)
     grads = backward(np.ones_like(logits), cache)
     assert isinstance(grads, dict) and list(grads) == list(params)
+
+
+# ----------------------------------------------------------------------------- the recorded trace
+
+
+@pytest.mark.parametrize("variant", ["default", "pre-norm", "gelu_tanh", "4 blocks pre-norm gelu"])
+def test_every_recorded_stage_and_its_gradient_match_pytorch(variant):
+    """Each activation and stage gradient of ``record=True`` is torch's, stage by stage, for both norms."""
+    config = VARIANTS[variant]
+    rng = np.random.default_rng(40 + len(variant))
+    params = perturbed(init_params(config, seed=2), rng)
+    tokens, targets = random_batch(config, rng, batch=2, length=6)
+    loss, _, trace = forward_backward(params, tokens, targets, config, record=True)
+
+    model = TorchTransformer(config)
+    model.load(params)
+    torch_loss, stages, weights = model(torch.tensor(tokens), torch.tensor(targets), record=True)
+    torch_loss.backward()
+    assert list(stages) == stage_names(config) == list(trace["activations"]) == list(trace["grads"])
+    for name, tensor in stages.items():
+        for mine, theirs, what in ((trace["activations"][name], tensor.detach(), "activation"),
+                                   (trace["grads"][name], tensor.grad, "gradient")):
+            theirs = theirs.numpy()
+            scale = float(np.max(np.abs(theirs)))
+            np.testing.assert_allclose(mine, theirs, rtol=TORCH_TOL, atol=TORCH_TOL * scale, err_msg=f"{name} {what}")
+    for mine, theirs in zip(trace["attention"], weights, strict=True):
+        np.testing.assert_allclose(mine, theirs.detach().numpy(), rtol=TORCH_TOL, atol=1e-14)
+    probs = torch.softmax(stages["logits"].detach(), dim=-1).numpy()
+    np.testing.assert_allclose(trace["probs"], probs, rtol=TORCH_TOL, atol=1e-15)
+    np.testing.assert_allclose(trace["dlogits"], stages["logits"].grad.numpy(), rtol=TORCH_TOL, atol=1e-15)
+    assert loss == pytest.approx(torch_loss.item(), rel=TORCH_TOL)
+
+
+def test_default_layer_norm_eps_is_pytorchs():
+    """A changed default would move every LayerNorm slightly; torch's own default is the independent value."""
+    from derivations.reference import layer_norm
+
+    assert TransformerConfig().ln_eps == nn.LayerNorm(4).eps
+    x = np.array([[1.0, 1.001, 0.999, 1.0005]])  # variance ~5e-7, so eps = 1e-5 dominates sigma
+    expected = F.layer_norm(torch.tensor(x), (4,)).numpy()  # torch's default eps
+    np.testing.assert_allclose(layer_norm(x, np.ones(4), np.zeros(4))[0], expected, rtol=1e-12)
+
+
+def test_predict_is_the_argmax_of_torchs_logits():
+    from derivations.reference.model import predict
+
+    config = TransformerConfig(n_layers=1)
+    rng = np.random.default_rng(8)
+    params = perturbed(init_params(config), rng, scale=0.5)
+    tokens, targets = random_batch(config, rng, batch=6)
+    model = TorchTransformer(config)
+    model.load(params)
+    _, stages, _ = model(torch.tensor(tokens), torch.tensor(targets), record=True)
+    expected = stages["logits"].detach().numpy().argmax(axis=1)
+    assert predict(params, tokens, config).tolist() == expected.tolist()
+    assert len(set(expected.tolist())) > 1  # the control: not one class for every sequence
+
+
+def test_matmul_flops_add_up_over_blocks_and_are_integers():
+    """Two blocks cost twice one block in every stage but the output head (hand count as above, doubled)."""
+    sizes = dict(d_model=8, n_heads=2, d_ff=16, vocab_size=5, seq_len=3)
+    B, T, d, H, F_, V = 2, 3, 8, 2, 16, 5
+    config = TransformerConfig(n_layers=2, **sizes)
+    _, cache = forward(init_params(config), np.zeros((B, T), dtype=int), config)
+    flops = matmul_flops(cache)
+    assert flops["attention projections"]["forward"] == 2 * 4 * 2 * (B * T) * d * d
+    assert flops["attention scores and mixing"]["forward"] == 2 * B * H * (2 * T * T * (d // H)) * 2
+    assert flops["attention scores and mixing"]["backward"] == 2 * 2 * B * H * (2 * T * T * (d // H)) * 2
+    assert flops["FFN"]["forward"] == 2 * 2 * 2 * (B * T) * d * F_
+    assert flops["output head"]["forward"] == 2 * B * d * V
+    assert all(type(n) is int for stage in flops.values() for n in stage.values())
+
+
+def test_backward_with_record_returns_the_stage_gradients_in_backward_order():
+    config = TransformerConfig(n_layers=2, norm="pre")
+    params = init_params(config)
+    logits, cache = forward(params, [[1, 2, 3]], config, record=True)
+    grads, stage_grads = backward(np.ones_like(logits), cache)
+    assert list(stage_grads) == stage_names(config)[::-1]
+    assert list(grads) == list(params)
+
+
+def test_embedding_is_initialised_at_the_scale_of_the_positional_encoding():
+    """N(0, 1): 20 x 64 draws have a sample standard deviation within a few % of 1."""
+    params = init_params(TransformerConfig())
+    assert abs(params["embed"].std() - 1.0) < 0.06
+    assert abs(params["block0.attn.W_q"].std() - 1 / 8) < 0.01  # the other matrices: N(0, 1/d_in)
+    assert np.array_equal(init_params(TransformerConfig())["embed"], init_params(TransformerConfig(), seed=0)["embed"])
+
+
+def test_a_non_default_layer_norm_eps_reaches_every_layer_norm():
+    config = TransformerConfig(n_layers=1, norm="pre", ln_eps=0.5, d_model=8, n_heads=2, d_ff=8)
+    rng = np.random.default_rng(9)
+    params = perturbed(init_params(config), rng, scale=0.3)
+    tokens, targets = random_batch(config, rng, batch=2)
+    loss, grads = loss_and_grads(params, tokens, targets, config)
+    model = TorchTransformer(config)
+    model.load(params)
+    torch_loss = model(torch.tensor(tokens), torch.tensor(targets))
+    torch_loss.backward()
+    assert loss == pytest.approx(torch_loss.item(), rel=TORCH_TOL)
+    np.testing.assert_allclose(grads["embed"], model.grads()["embed"], rtol=1e-9, atol=1e-13)
+
+
+@pytest.mark.parametrize("tokens, targets, message", [
+    (np.zeros((1, 0), dtype=int), [1],
+     "tokens (1, 0) must be a non-empty [batch, seq_len] array (one sequence: tokens[None])"),
+    ([[1] * 8], [20], "targets must lie in [0, 20) (vocab_size); got min 20, max 20"),
+    ([[1] * 8], [-1], "targets must lie in [0, 20) (vocab_size); got min -1, max -1"),
+    ([[1] * 8], [1.0], "targets must be integer token ids, got dtype float64"),
+])
+def test_token_and_target_messages(tokens, targets, message):
+    config = TransformerConfig()
+    with pytest.raises(ValueError) as info:
+        loss_and_grads(init_params(config), tokens, targets, config)
+    assert str(info.value) == message
+
+
+def test_a_single_token_is_a_sequence():
+    config = TransformerConfig(n_layers=1)
+    params = init_params(config)
+    loss, _ = loss_and_grads(params, [[5]], [3], config)
+    model = TorchTransformer(config)
+    model.load(params)
+    assert loss == pytest.approx(model(torch.tensor([[5]]), torch.tensor([3])).item(), rel=TORCH_TOL)

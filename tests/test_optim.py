@@ -198,3 +198,49 @@ def test_clip_grad_norm_rejects_bad_arguments():
         clip_grad_norm([np.ones(2)], -1.0)
     with pytest.raises(ValueError, match="dict or a list"):
         clip_grad_norm(np.ones(2), 1.0)
+
+
+def test_default_hyper_parameters_are_pytorchs_and_the_documented_momentum(rng):
+    """adam_step and adamw_step default to torch.optim's defaults; momentum_step to momentum 0.9."""
+    params, grads = make_problem(rng)
+    ours, current, state = [], params, adam_init(params)
+    for step_grads in grads:
+        current, state = adamw_step(current, step_grads, state)
+        ours.append(current)
+    assert_histories_match(ours, run_torch(torch.optim.AdamW, params, grads))
+    ours, current, state = [], params, adam_init(params)
+    for step_grads in grads:
+        current, state = adam_step(current, step_grads, state)
+        ours.append(current)
+    assert_histories_match(ours, run_torch(torch.optim.Adam, params, grads))
+    ours, current, state = [], params, momentum_init(params)
+    for step_grads in grads:
+        current, state = momentum_step(current, step_grads, state, lr=0.05)
+        ours.append(current)
+    assert_histories_match(ours, run_torch(torch.optim.SGD, params, grads, lr=0.05, momentum=0.9))
+
+
+def test_state_messages_say_how_to_build_the_state():
+    params, grads = {"w": np.zeros(2)}, {"w": np.ones(2)}
+    with pytest.raises(ValueError, match=r"^state has no 'velocity' entry \(it has \[\]\); build the state with "
+                                         r"momentum_init$"):
+        momentum_step(params, grads, {}, lr=0.1)
+    with pytest.raises(ValueError, match=r"; build the state with adam_init$"):
+        adam_step(params, grads, {"t": 0, "m": {"w": np.zeros(2)}})
+    with pytest.raises(ValueError, match=r"^state must be the dict momentum_init returns, got list$"):
+        momentum_step(params, grads, [], lr=0.1)
+    with pytest.raises(ValueError, match=r"^state\['m'\] must be a dict of arrays, got list$"):
+        adam_step(params, grads, {"t": 0, "m": [np.zeros(2)], "v": {"w": np.zeros(2)}})
+    with pytest.raises(ValueError, match=r"^state must be the dict adam_init returns, with a step count 't'"):
+        adam_step(params, grads, {"m": {}, "v": {}})
+    with pytest.raises(ValueError, match=r"^params must be a dict of arrays, got list$"):
+        momentum_init([np.zeros(1)])
+
+
+def test_clip_grad_norm_messages_name_the_argument():
+    with pytest.raises(ValueError, match=r"^max_norm must be >= 0.0, got -1.0$"):
+        clip_grad_norm([np.ones(2)], -1.0)
+    with pytest.raises(ValueError, match=r"^grads must be a dict or a list of arrays, got ndarray$"):
+        clip_grad_norm(np.ones(2), 1.0)
+    clipped, total = clip_grad_norm([], 1.0)
+    assert clipped == [] and total == 0.0

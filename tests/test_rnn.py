@@ -155,3 +155,22 @@ def test_backward_rejects_a_wrong_upstream_shape():
     hs, cache = rnn_forward(np.zeros((5, 2, 2)), np.zeros((2, 3)), np.zeros((2, 3)), np.zeros((3, 3)), np.zeros(3))
     with pytest.raises(ValueError, match="dhs"):
         rnn_backward(np.zeros((4, 2, 3)), cache)
+
+
+def test_shape_messages_give_the_expected_shapes():
+    good = dict(x=np.zeros((5, 2, 2)), h0=np.zeros((2, 3)), W_xh=np.zeros((2, 3)), W_hh=np.zeros((3, 3)),
+                b=np.zeros(3))
+    with pytest.raises(ValueError) as info:
+        rnn_forward(**{**good, "h0": np.zeros((3, 3))})
+    assert str(info.value) == "h0 (3, 3) must be (2, 3): the batch axes of x (5, 2, 2), then d_h = 3"
+    with pytest.raises(ValueError) as info:
+        rnn_forward(**{**good, "x": np.zeros((5, 2, 4, 2)), "h0": np.zeros((2, 3))})
+    assert str(info.value) == "h0 (2, 3) must be (2, 4, 3): the batch axes of x (5, 2, 4, 2), then d_h = 3"
+
+
+def test_an_empty_sequence_passes_the_initial_state_through():
+    h0 = np.array([[0.5, -0.5]])
+    hs, cache = rnn_forward(np.zeros((0, 1, 3)), h0, np.ones((3, 2)), np.eye(2), np.zeros(2))
+    assert hs.shape == (0, 1, 2)
+    dx, dh0, dW_xh, dW_hh, db = rnn_backward(np.zeros((0, 1, 2)), cache)
+    assert dx.shape == (0, 1, 3) and dh0.tolist() == [[0.0, 0.0]] and not dW_hh.any()

@@ -86,3 +86,33 @@ def test_sample_batch_is_seeded():
     b = sample_batch(np.random.default_rng(3), train, 16)
     assert np.array_equal(a.tokens, b.tokens) and a.tokens.shape == (16, SEQ_LEN)
     assert {tuple(r) for r in a.tokens} <= {tuple(r) for r in train.tokens}
+
+
+def test_detokenize_reads_any_shape_and_the_whole_vocabulary():
+    assert detokenize(np.array([[15, 17], [3, 18]])) == "Max(1)"
+    assert detokenize([0, 1]) == "<pad><unk>"
+    with pytest.raises(ValueError, match=r"^ids \[3, -1\] must lie in \[0, 20\)$"):
+        detokenize([3, -1])
+
+
+def test_the_default_split_is_the_chapters():
+    train, held_out = make_split()
+    assert (len(train), len(held_out)) == (4000, 1000)
+    seed0_train, _ = make_split(4000, 1000, seed=0)
+    assert np.array_equal(train.tokens, seed0_train.tokens)
+
+
+def test_empty_parts_of_a_split_are_allowed():
+    train, held_out = make_split(0, 10)
+    assert len(train) == 0 and len(held_out) == 10
+    train, held_out = make_split(10, 0)
+    assert len(train) == 10 and len(held_out) == 0
+    with pytest.raises(ValueError, match=r"^n_train = -1 and n_held_out = 0 must be >= 0 and add up to <= 5000$"):
+        make_split(-1, 0)
+
+
+def test_sample_batch_draws_every_row_with_its_own_target():
+    data, _ = make_split(3, 0)
+    batch = sample_batch(np.random.default_rng(0), data, 300)
+    assert {tuple(r) for r in batch.tokens} == {tuple(r) for r in data.tokens}  # all three rows drawn
+    assert [answer(detokenize(row)) for row in batch.tokens] == batch.targets.tolist()

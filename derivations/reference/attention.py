@@ -2,16 +2,34 @@
 
 Every ``op(...)`` returns ``(out, cache)`` and ``op_backward(dout, cache)``
 returns the gradients of its inputs, in input order. The cache holds exactly
-what the backward pass needs.
+what the backward pass needs, as a named tuple (``cache.A``; it still unpacks
+and indexes like the plain tuple it is).
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from ._checks import as_float64, require
+from ._checks import as_float64, as_mask, require, unpack_cache
 
-__all__ = ["softmax", "softmax_backward", "attention", "attention_backward"]
+__all__ = ["SoftmaxCache", "AttentionCache", "softmax", "softmax_backward", "attention", "attention_backward"]
+
+
+class SoftmaxCache(NamedTuple):
+    """What :func:`softmax_backward` needs from the forward pass."""
+
+    y: np.ndarray  # the softmax output [..., n]
+
+
+class AttentionCache(NamedTuple):
+    """What :func:`attention_backward` needs from the forward pass."""
+
+    Q: np.ndarray  # [..., n_q, d_k]
+    K: np.ndarray  # [..., n_k, d_k]
+    V: np.ndarray  # [..., n_k, d_v]
+    A: np.ndarray  # the attention weights softmax(Q K^T / sqrt(d_k)) [..., n_q, n_k]
 
 
 def softmax(x, mask=None):
@@ -19,18 +37,34 @@ def softmax(x, mask=None):
 
     Parameters
     ----------
-    x : array_like, shape ``[..., n]``
+    x : array_like, shape ``[..., n]``, ``n >= 1``
     mask : array_like of bool, optional
         Broadcastable to ``x.shape``; True where an entry takes part. Masked
-        entries get weight exactly 0. A row with every entry masked gives all
-        zeros (not NaN).
+        entries get weight exactly 0 and their values are never read. A row
+        with every entry masked gives all zeros (not NaN).
 
     Returns
     -------
     y : ndarray, shape ``[..., n]``
         Rows sum to 1 (0 for fully masked rows).
-    cache : tuple
+    cache : SoftmaxCache
         ``(y,)``, all that :func:`softmax_backward` needs.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` has no last axis or it is empty, or ``mask`` is not boolean
+        (an additive mask of 0 and -inf converts with ``mask == 0``) or does not
+        broadcast to ``x``.
+
+    Notes
+    -----
+    Non-finite scores, entry by entry, in the rows that are not fully masked:
+
+    - ``-inf`` gets weight 0 (the limit), as long as the row has a finite entry;
+    - NaN or ``+inf`` anywhere in the row, or no entry other than ``-inf``,
+      makes the whole row NaN, as ``torch.softmax`` does. Only the explicit
+      ``mask`` gives the all-zero row.
 
     Examples
     --------
@@ -41,16 +75,26 @@ def softmax(x, mask=None):
     [[0.0, 0.0]]
     """
     x = as_float64(x, "x")
+    require(x.ndim >= 1 and x.shape[-1] >= 1, f"x {x.shape} needs a non-empty last axis to normalise over")
+    allowed = np.ones(x.shape, dtype=bool)
     if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
-        require(np.broadcast_shapes(mask.shape, x.shape) == x.shape, f"mask {mask.shape} does not broadcast to x {x.shape}")
-        x = np.where(mask, x, -np.inf)
-    row_max = np.max(x, axis=-1, keepdims=True)
+        mask = as_mask(mask)
+        try:
+            allowed = np.broadcast_to(mask, x.shape)
+        except ValueError:
+            raise ValueError(f"mask {mask.shape} does not broadcast to x {x.shape}") from None
+        x = np.where(allowed, x, -np.inf)
+    # NaN or +inf in a row that takes part, or nothing but -inf there: the row is undefined (NaN).
+    undefined = np.any(np.isnan(x) | (x == np.inf), axis=-1, keepdims=True)
+    undefined |= np.any(allowed, axis=-1, keepdims=True) & ~np.any(np.isfinite(x), axis=-1, keepdims=True)
+    row_max = np.max(np.where(np.isnan(x), -np.inf, x), axis=-1, keepdims=True)
     row_max = np.where(np.isfinite(row_max), row_max, 0.0)  # fully masked rows: avoid inf - inf
-    e = np.exp(x - row_max)  # exp(-inf) == 0 exactly
+    e = np.exp(x - row_max)  # exp(-inf) == 0 exactly; exp(+inf) rows are undefined and replaced below
+    e = np.where(undefined, 0.0, e)
     total = np.sum(e, axis=-1, keepdims=True)
-    y = np.divide(e, total, out=np.zeros_like(e), where=total > 0)
-    return y, (y,)
+    y = e / np.where(total > 0, total, 1.0)  # a fully masked row has e = 0 everywhere: y = 0, not 0/0
+    y = np.where(undefined, np.nan, y)
+    return y, SoftmaxCache(y)
 
 
 def softmax_backward(dy, cache):
@@ -60,13 +104,19 @@ def softmax_backward(dy, cache):
     ----------
     dy : array_like, shape ``[..., n]``
         Gradient of the loss with respect to the softmax output.
-    cache : tuple
+    cache : SoftmaxCache
         From :func:`softmax`.
 
     Returns
     -------
     dx : ndarray, shape ``[..., n]``
-        Exactly 0 wherever the forward weight was 0 (masked entries).
+        Exactly 0 wherever the forward weight was 0 (masked entries) and
+        ``dy`` is finite.
+
+    Notes
+    -----
+    NaN propagates: a NaN row of ``y`` or a NaN or infinite entry of ``dy``
+    makes its row of ``dx`` NaN (``0 * inf`` is NaN too), as in PyTorch.
 
     Examples
     --------
@@ -74,7 +124,7 @@ def softmax_backward(dy, cache):
     >>> softmax_backward([1.0, 0.0], cache).tolist()
     [0.25, -0.25]
     """
-    (y,) = cache
+    (y,) = unpack_cache(cache, SoftmaxCache, "softmax")
     dy = as_float64(dy, "dy")
     require(dy.shape == y.shape, f"dy {dy.shape} does not match softmax output {y.shape}")
     return y * (dy - np.sum(y * dy, axis=-1, keepdims=True))
@@ -91,23 +141,35 @@ def attention(Q, K, V, mask=None):
         Leading (batch, head) axes must broadcast against each other.
     mask : array_like of bool, optional
         Broadcastable to ``[..., n_q, n_k]``; True where query ``i`` may attend to
-        key ``j``. A query with no allowed key outputs zeros.
+        key ``j``. A query with no allowed key outputs zeros. Must be boolean:
+        a PyTorch-style additive mask (0 and -inf) converts with ``mask == 0``.
 
     Returns
     -------
     O : ndarray, shape ``[..., n_q, d_v]``
-    cache : tuple
+    cache : AttentionCache
         ``(Q, K, V, A)`` with ``A`` the attention weights ``[..., n_q, n_k]``.
 
     Raises
     ------
     ValueError
-        If the shapes do not fit together; the message names them.
+        If the shapes do not fit together, ``d_k`` or ``n_k`` is 0, or the mask
+        is not boolean or does not broadcast; the message names them.
+
+    Notes
+    -----
+    NaN and infinity are not hidden. A NaN or infinite entry of ``Q`` or
+    ``K`` that reaches a score a query may see makes that query's weights
+    (and output) NaN, as PyTorch does; scores at masked positions are never
+    read. ``V`` enters ``A V`` with every key's weight, including the 0 of a
+    masked key, so a NaN or infinite row of ``V`` makes the output NaN (``0 *
+    nan`` is NaN), as in PyTorch. Finite scores so large that they overflow to
+    ``+inf`` give NaN rows, never a finite wrong value.
 
     Examples
     --------
     >>> O, cache = attention([[1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]], [[1.0], [3.0]])
-    >>> cache[3].round(4).tolist()
+    >>> cache.A.round(4).tolist()
     [[0.6698, 0.3302]]
     >>> O.round(4).tolist()
     [[1.6605]]
@@ -116,19 +178,22 @@ def attention(Q, K, V, mask=None):
     require(Q.ndim >= 2 and K.ndim >= 2 and V.ndim >= 2, f"Q {Q.shape}, K {K.shape}, V {V.shape} need at least 2 axes")
     require(Q.shape[-1] == K.shape[-1], f"Q {Q.shape} and K {K.shape} differ in d_k (last axis)")
     require(K.shape[-2] == V.shape[-2], f"K {K.shape} and V {V.shape} differ in n_k (second-to-last axis)")
+    require(Q.shape[-1] >= 1, f"Q {Q.shape} and K {K.shape} have d_k = 0: the scores divide by sqrt(d_k)")
+    require(K.shape[-2] >= 1, f"K {K.shape} and V {V.shape} have n_k = 0: every query needs a key to attend to")
     try:
         np.broadcast_shapes(Q.shape[:-2], K.shape[:-2], V.shape[:-2])
     except ValueError:
         raise ValueError(f"leading axes of Q {Q.shape}, K {K.shape}, V {V.shape} do not broadcast") from None
-    scores = Q @ np.swapaxes(K, -1, -2) / np.sqrt(Q.shape[-1])
+    with np.errstate(invalid="ignore", over="ignore"):
+        scores = Q @ np.swapaxes(K, -1, -2) / np.sqrt(Q.shape[-1])
     if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
+        mask = as_mask(mask)
         try:
             np.broadcast_to(mask, scores.shape)
         except ValueError:
             raise ValueError(f"mask {mask.shape} does not broadcast to scores {scores.shape}") from None
     A, _ = softmax(scores, mask)
-    return A @ V, (Q, K, V, A)
+    return A @ V, AttentionCache(Q, K, V, A)
 
 
 def attention_backward(dO, cache):
@@ -136,12 +201,14 @@ def attention_backward(dO, cache):
 
     ``dV = A^T dO``, ``dA = dO V^T``, ``dS = A * (dA - rowsum(A * dA))``,
     ``dQ = dS K / sqrt(d_k)``, ``dK = dS^T Q / sqrt(d_k)``. Gradients of broadcast
-    leading axes are summed back to each input's own shape.
+    leading axes are summed back to each input's own shape (an input with
+    fewer leading axes, or with size 1 where the others are larger, receives
+    the sum over that axis).
 
     Parameters
     ----------
     dO : array_like, shape ``[..., n_q, d_v]``
-    cache : tuple
+    cache : AttentionCache
         From :func:`attention`.
 
     Returns
@@ -156,7 +223,7 @@ def attention_backward(dO, cache):
     >>> dV.round(4).tolist()
     [[0.6698], [0.3302]]
     """
-    Q, K, V, A = cache
+    Q, K, V, A = unpack_cache(cache, AttentionCache, "attention")
     dO = as_float64(dO, "dO")
     expected = A.shape[:-1] + (V.shape[-1],)
     require(dO.shape == expected, f"dO {dO.shape} does not match the output shape {expected}")

@@ -4,19 +4,30 @@ Linear map, ReLU, GELU (exact and tanh), LayerNorm, softmax cross-entropy,
 token embedding, and the fixed sinusoidal positional encoding. As in
 :mod:`derivations.reference.attention`, every ``op(...)`` returns
 ``(out, cache)`` and ``op_backward(dout, cache)`` returns the gradients of its
-inputs in input order; the cache holds exactly what the backward pass needs.
+inputs in input order; the cache, a named tuple (``cache.x_hat``; it still
+unpacks and indexes like a plain tuple), holds exactly what the backward pass needs.
+
+NaN and infinity are never turned into a finite number: each function's
+"Notes" say what it returns for them, which is what PyTorch returns unless the
+notes say otherwise.
 """
 
 from __future__ import annotations
 
 import math
-import operator
+from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import as_float64, require
+from ._checks import as_float64, as_int, as_real, require, unpack_cache
 
 __all__ = [
+    "LinearCache",
+    "ReluCache",
+    "GeluCache",
+    "LayerNormCache",
+    "CrossEntropyCache",
+    "EmbeddingCache",
     "linear",
     "linear_backward",
     "relu",
@@ -41,6 +52,49 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _TANH_CUBIC = 0.044715  # the constant of Hendrycks & Gimpel's tanh approximation
 
 
+class LinearCache(NamedTuple):
+    """What :func:`linear_backward` needs."""
+
+    x: np.ndarray  # the input [..., d_in]
+    W: np.ndarray  # the weight [d_in, d_out]
+    has_bias: bool  # whether the forward pass added a bias (then db is returned)
+
+
+class ReluCache(NamedTuple):
+    """What :func:`relu_backward` needs."""
+
+    passes: np.ndarray  # bool, same shape as x: True where x > 0 or x is NaN (the gradient passes)
+
+
+class GeluCache(NamedTuple):
+    """What :func:`gelu_backward` needs."""
+
+    x: np.ndarray  # the input
+    approximate: str  # "none" or "tanh"
+
+
+class LayerNormCache(NamedTuple):
+    """What :func:`layer_norm_backward` needs."""
+
+    x_hat: np.ndarray  # the normalised input (x - mean) / sigma, [..., D]
+    sigma: np.ndarray  # sqrt(var + eps) per row, [..., 1]
+    gamma: np.ndarray  # the scale [D]
+
+
+class CrossEntropyCache(NamedTuple):
+    """What :func:`cross_entropy_backward` needs."""
+
+    p: np.ndarray  # softmax probabilities of the logits [N, C]
+    targets: np.ndarray  # int [N]
+
+
+class EmbeddingCache(NamedTuple):
+    """What :func:`embedding_backward` needs (the rows of ``E`` are not needed)."""
+
+    tokens: np.ndarray  # int, any shape
+    E_shape: tuple  # (vocab, d)
+
+
 # ----------------------------------------------------------------------------- linear
 
 
@@ -58,13 +112,20 @@ def linear(x, W, b=None):
     Returns
     -------
     y : ndarray, shape ``[..., d_out]``
-    cache : tuple
+    cache : LinearCache
         ``(x, W, has_bias)``, all that :func:`linear_backward` needs.
 
     Raises
     ------
     ValueError
-        If the shapes do not fit together; the message names them.
+        If the shapes do not fit together or an input is not real numbers; the
+        message names them.
+
+    Notes
+    -----
+    NaN and infinity follow IEEE arithmetic through the product, as in
+    PyTorch: an output entry is NaN if its sum reads a NaN, or an infinity
+    times 0, or infinities of both signs.
 
     Examples
     --------
@@ -76,12 +137,14 @@ def linear(x, W, b=None):
     require(W.ndim == 2, f"W {W.shape} must be a matrix [d_in, d_out]")
     require(x.ndim >= 1 and x.shape[-1] == W.shape[0],
             f"x {x.shape} does not end in d_in = {W.shape[0]} of W {W.shape}")
-    y = x @ W
     if b is not None:
         b = as_float64(b, "b")
         require(b.shape == (W.shape[1],), f"b {b.shape} must have shape ({W.shape[1]},) to match W {W.shape}")
-        y = y + b
-    return y, (x, W, b is not None)
+    with np.errstate(invalid="ignore", over="ignore"):
+        y = x @ W
+        if b is not None:
+            y = y + b
+    return y, LinearCache(x, W, b is not None)
 
 
 def linear_backward(dy, cache):
@@ -93,7 +156,7 @@ def linear_backward(dy, cache):
     Parameters
     ----------
     dy : array_like, shape ``[..., d_out]``
-    cache : tuple
+    cache : LinearCache
         From :func:`linear`.
 
     Returns
@@ -110,12 +173,12 @@ def linear_backward(dy, cache):
     >>> dx.tolist(), dW.tolist(), db.tolist()
     ([[1.0, 1.0], [1.0, 1.0]], [[4.0], [6.0]], [2.0])
     """
-    x, W, has_bias = cache
+    x, W, has_bias = unpack_cache(cache, LinearCache, "linear")
     dy = as_float64(dy, "dy")
     expected = x.shape[:-1] + (W.shape[1],)
     require(dy.shape == expected, f"dy {dy.shape} does not match the output shape {expected}")
-    dx = dy @ W.T
     rows_x, rows_dy = x.reshape(-1, W.shape[0]), dy.reshape(-1, W.shape[1])
+    dx = dy @ W.T
     dW = rows_x.T @ rows_dy
     db = rows_dy.sum(axis=0) if has_bias else None
     return dx, dW, db
@@ -134,29 +197,37 @@ def relu(x):
     Returns
     -------
     y : ndarray, same shape as ``x``
-    cache : tuple
-        ``(x > 0,)``: the only thing the derivative depends on.
+    cache : ReluCache
+        ``(passes,)``, True where ``x > 0`` or ``x`` is NaN: the only thing the
+        derivative depends on.
+
+    Notes
+    -----
+    NaN in, NaN out, and the backward pass lets the gradient through at a
+    NaN input, both as ``torch.relu`` does (PyTorch zeroes the gradient only
+    where ``x <= 0``, which is false for NaN). ``+inf`` gives ``+inf``, ``-inf`` 0.
 
     Examples
     --------
-    >>> y, _ = relu([-1.0, 2.0])
+    >>> y, _ = relu([-1.0, 2.0, float("nan")])
     >>> y.tolist()
-    [0.0, 2.0]
+    [0.0, 2.0, nan]
     """
     x = as_float64(x, "x")
-    positive = x > 0
-    return np.where(positive, x, 0.0), (positive,)
+    passes = ~(x <= 0)
+    return np.where(passes, x, 0.0), ReluCache(passes)
 
 
 def relu_backward(dy, cache):
     """Backward pass of :func:`relu`: ``dx = dy`` where ``x > 0``, else 0.
 
-    At ``x = 0`` the derivative is taken as 0, as PyTorch does.
+    At ``x = 0`` the derivative is taken as 0, as PyTorch does; at a NaN ``x``
+    the gradient passes unchanged (also as PyTorch does).
 
     Parameters
     ----------
     dy : array_like, same shape as ``x``
-    cache : tuple
+    cache : ReluCache
         From :func:`relu`.
 
     Returns
@@ -169,10 +240,10 @@ def relu_backward(dy, cache):
     >>> relu_backward([5.0, 5.0, 5.0], cache).tolist()
     [0.0, 0.0, 5.0]
     """
-    (positive,) = cache
+    (passes,) = unpack_cache(cache, ReluCache, "relu")
     dy = as_float64(dy, "dy")
-    require(dy.shape == positive.shape, f"dy {dy.shape} does not match x {positive.shape}")
-    return np.where(positive, dy, 0.0)
+    require(dy.shape == passes.shape, f"dy {dy.shape} does not match x {passes.shape}")
+    return np.where(passes, dy, 0.0)
 
 
 def _normal_cdf(x):
@@ -181,7 +252,7 @@ def _normal_cdf(x):
 
 
 def _normal_pdf(x):
-    return np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+    return np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)  # x * x = inf far out: exp(-inf) = 0 is right
 
 
 def _sigmoid(z):
@@ -196,7 +267,8 @@ def _gelu_tanh_parts(x):
     The sigmoid form keeps full relative accuracy where ``tanh u`` is close to
     -1 (large negative ``x``), where ``1 + tanh(u)`` would cancel.
     """
-    u = _SQRT_2_OVER_PI * (x + _TANH_CUBIC * x**3)
+    with np.errstate(over="ignore"):  # x^3 overflows beyond 1e102: u = +-inf is right
+        u = _SQRT_2_OVER_PI * (x + _TANH_CUBIC * x**3)
     return u, _sigmoid(2.0 * u)
 
 
@@ -217,13 +289,19 @@ def gelu(x, approximate="none"):
     Returns
     -------
     y : ndarray, same shape as ``x``
-    cache : tuple
+    cache : GeluCache
         ``(x, approximate)``.
 
     Raises
     ------
     ValueError
-        If ``approximate`` is not one of the two modes.
+        If ``approximate`` is not one of the two strings.
+
+    Notes
+    -----
+    As ``torch.nn.functional.gelu``: NaN gives NaN, ``+inf`` gives ``+inf`` and
+    ``-inf`` gives NaN (``-inf * Phi(-inf) = -inf * 0``). Every finite input,
+    however large, gives a finite value.
 
     Examples
     --------
@@ -231,23 +309,29 @@ def gelu(x, approximate="none"):
     >>> y.tolist()
     [0.0, 40.0, -0.0]
     """
-    require(approximate in _APPROXIMATIONS, f"approximate must be 'none' or 'tanh', got {approximate!r}")
+    require(isinstance(approximate, str) and approximate in _APPROXIMATIONS,
+            f"approximate must be 'none' or 'tanh', got {approximate!r}")
     x = as_float64(x, "x")
-    if approximate == "none":
-        y = x * _normal_cdf(x)
-    else:
-        y = x * _gelu_tanh_parts(x)[1]
-    return y, (x, approximate)
+    with np.errstate(invalid="ignore"):  # -inf * 0 is NaN, as documented
+        if approximate == "none":
+            y = x * _normal_cdf(x)
+        else:
+            y = x * _gelu_tanh_parts(x)[1]
+    return y, GeluCache(x, approximate)
 
 
 def _gelu_derivative(x, approximate):
-    if approximate == "none":
-        return _normal_cdf(x) + x * _normal_pdf(x)
-    u, half_one_plus_tanh = _gelu_tanh_parts(x)
-    # sech^2 u = 4 sigmoid(2u) sigmoid(-2u): accurate on both tails, unlike 1 - tanh^2 u.
-    sech2 = 4.0 * half_one_plus_tanh * _sigmoid(-2.0 * u)
-    du_dx = _SQRT_2_OVER_PI * (1.0 + 3.0 * _TANH_CUBIC * x * x)
-    return half_one_plus_tanh + 0.5 * x * sech2 * du_dx
+    with np.errstate(over="ignore", invalid="ignore"):
+        if approximate == "none":
+            slope = _normal_cdf(x) + x * _normal_pdf(x)
+        else:
+            u, half_one_plus_tanh = _gelu_tanh_parts(x)
+            # sech^2 u = 4 sigmoid(2u) sigmoid(-2u): accurate on both tails, unlike 1 - tanh^2 u.
+            sech2 = 4.0 * half_one_plus_tanh * _sigmoid(-2.0 * u)
+            du_dx = _SQRT_2_OVER_PI * (1.0 + 3.0 * _TANH_CUBIC * x * x)
+            # Far out sech^2 u is exactly 0 while x^2 has overflowed: the term is 0, not 0 * inf.
+            slope = half_one_plus_tanh + np.where(sech2 == 0.0, 0.0, 0.5 * x * sech2 * du_dx)
+    return np.where(np.isinf(x), np.nan, slope)
 
 
 def gelu_backward(dy, cache):
@@ -260,8 +344,14 @@ def gelu_backward(dy, cache):
     Parameters
     ----------
     dy : array_like, same shape as ``x``
-    cache : tuple
+    cache : GeluCache
         From :func:`gelu`.
+
+    Notes
+    -----
+    NaN where ``x`` is NaN or infinite (PyTorch gives NaN there too). For
+    finite ``x`` the derivative is finite in both modes, also where ``x^2``
+    overflows (PyTorch's tanh mode gives NaN there; the limit is 1 or 0).
 
     Returns
     -------
@@ -273,9 +363,11 @@ def gelu_backward(dy, cache):
     >>> gelu_backward([1.0], cache).tolist()  # Phi(0) = 1/2
     [0.5]
     """
-    x, approximate = cache
+    x, approximate = unpack_cache(cache, GeluCache, "gelu")
     dy = as_float64(dy, "dy")
     require(dy.shape == x.shape, f"dy {dy.shape} does not match x {x.shape}")
+    require(isinstance(approximate, str) and approximate in _APPROXIMATIONS,
+            f"cache.approximate must be 'none' or 'tanh', got {approximate!r}")
     return dy * _gelu_derivative(x, approximate)
 
 
@@ -291,9 +383,9 @@ def gelu_derivative_max_difference(x_max: float = 10.0, step: float = 1e-3):
     Parameters
     ----------
     x_max : float
-        Right end of the searched interval ``[0, x_max]``.
+        Right end of the searched interval ``[0, x_max]``, positive.
     step : float
-        Spacing of the coarse grid.
+        Spacing of the coarse grid, positive and at most ``x_max``.
 
     Returns
     -------
@@ -310,6 +402,8 @@ def gelu_derivative_max_difference(x_max: float = 10.0, step: float = 1e-3):
     >>> bool(value == abs(exact - approx)) and x > 0
     True
     """
+    x_max = as_real(x_max, "x_max", low=0.0, low_open=True)
+    step = as_real(step, "step", low=0.0, low_open=True, high=x_max)
 
     def gap(x):
         x = np.asarray(x, dtype=np.float64)
@@ -346,24 +440,35 @@ def layer_norm(x, gamma, beta, eps=1e-5):
     beta : array_like, shape ``[D]``
         Shift.
     eps : float
-        Added to the variance; must be positive for a constant row to be defined.
+        Added to the variance; positive and finite, so that a constant row is
+        defined. The default, ``1e-5``, is PyTorch's.
 
     Returns
     -------
     y : ndarray, shape ``[..., D]``
-    cache : tuple
+    cache : LayerNormCache
         ``(x_hat, sigma, gamma)`` with ``x_hat`` the normalised input ``[..., D]``
         and ``sigma`` ``[..., 1]``.
 
     Raises
     ------
     ValueError
-        If ``gamma`` or ``beta`` does not have shape ``[D]``.
+        If ``gamma`` or ``beta`` does not have shape ``[D]``, or ``eps`` is not a
+        positive finite number.
+
+    Notes
+    -----
+    A row holding NaN or an infinity gives a NaN row (``inf - inf``), as in
+    PyTorch; NaN in ``gamma`` or ``beta`` gives NaN in that column. Finite rows
+    so large that their variance overflows (entries beyond about 1e154) are
+    normalised after dividing by their largest magnitude, so they still give
+    ``x_hat`` of unit variance: PyTorch returns ``beta`` there, as if the row
+    were constant.
 
     Examples
     --------
-    >>> y, _ = layer_norm([1.0, 3.0], [1.0, 1.0], [0.0, 0.0], eps=0.0)
-    >>> y.tolist()
+    >>> y, _ = layer_norm([1.0, 3.0], [1.0, 1.0], [0.0, 0.0], eps=1e-12)
+    >>> y.round(9).tolist()
     [-1.0, 1.0]
     """
     x, gamma, beta = as_float64(x, "x"), as_float64(gamma, "gamma"), as_float64(beta, "beta")
@@ -371,10 +476,22 @@ def layer_norm(x, gamma, beta, eps=1e-5):
     D = x.shape[-1]
     require(gamma.shape == (D,), f"gamma {gamma.shape} must have shape ({D},) to match x {x.shape}")
     require(beta.shape == (D,), f"beta {beta.shape} must have shape ({D},) to match x {x.shape}")
-    centred = x - x.mean(axis=-1, keepdims=True)
-    sigma = np.sqrt(np.mean(centred**2, axis=-1, keepdims=True) + eps)
-    x_hat = centred / sigma
-    return gamma * x_hat + beta, (x_hat, sigma, gamma)
+    eps = as_real(eps, "eps", low=0.0, low_open=True)
+    with np.errstate(over="ignore", invalid="ignore"):
+        centred = x - x.mean(axis=-1, keepdims=True)
+        sigma = np.sqrt(np.mean(centred**2, axis=-1, keepdims=True) + eps)
+        x_hat = centred / sigma
+        overflowed = ~np.isfinite(sigma) & np.all(np.isfinite(x), axis=-1, keepdims=True)
+        if np.any(overflowed):
+            # Divide each row by its largest magnitude s: sigma = s sqrt(var(x/s) + eps/s^2).
+            s = np.max(np.abs(x), axis=-1, keepdims=True)
+            scaled = x / s
+            scaled_centred = scaled - scaled.mean(axis=-1, keepdims=True)
+            root = np.sqrt(np.mean(scaled_centred**2, axis=-1, keepdims=True) + eps / s**2)
+            x_hat = np.where(overflowed, scaled_centred / root, x_hat)
+            sigma = np.where(overflowed, s * root, sigma)
+        y = gamma * x_hat + beta
+    return y, LayerNormCache(x_hat, sigma, gamma)
 
 
 def layer_norm_backward(dy, cache):
@@ -388,7 +505,7 @@ def layer_norm_backward(dy, cache):
     Parameters
     ----------
     dy : array_like, shape ``[..., D]``
-    cache : tuple
+    cache : LayerNormCache
         From :func:`layer_norm`.
 
     Returns
@@ -399,12 +516,12 @@ def layer_norm_backward(dy, cache):
 
     Examples
     --------
-    >>> _, cache = layer_norm([1.0, 3.0], [1.0, 1.0], [0.0, 0.0], eps=0.0)
+    >>> _, cache = layer_norm([1.0, 3.0], [1.0, 1.0], [0.0, 0.0], eps=1e-12)
     >>> dx, dgamma, dbeta = layer_norm_backward([1.0, 1.0], cache)
-    >>> dx.tolist(), dgamma.tolist(), dbeta.tolist()  # a uniform shift changes nothing
+    >>> dx.tolist(), dgamma.round(9).tolist(), dbeta.tolist()  # a uniform shift changes nothing
     ([0.0, 0.0], [-1.0, 1.0], [1.0, 1.0])
     """
-    x_hat, sigma, gamma = cache
+    x_hat, sigma, gamma = unpack_cache(cache, LayerNormCache, "layer_norm")
     dy = as_float64(dy, "dy")
     require(dy.shape == x_hat.shape, f"dy {dy.shape} does not match x {x_hat.shape}")
     g = dy * gamma
@@ -444,7 +561,7 @@ def cross_entropy(logits, targets):
     Returns
     -------
     loss : float
-    cache : tuple
+    cache : CrossEntropyCache
         ``(p, targets)`` with ``p`` the softmax probabilities ``[N, C]``.
 
     Raises
@@ -452,6 +569,13 @@ def cross_entropy(logits, targets):
     ValueError
         If the shapes do not fit, ``targets`` is not integer, or a target lies
         outside ``[0, C)``.
+
+    Notes
+    -----
+    As ``torch.nn.functional.cross_entropy``: a NaN or ``+inf`` logit makes
+    its row's probabilities and the loss NaN; a ``-inf`` logit is a
+    probability of exactly 0, so the loss is ``+inf`` if it is the target's
+    and unaffected otherwise (a row of nothing but ``-inf`` is NaN).
 
     Examples
     --------
@@ -467,10 +591,11 @@ def cross_entropy(logits, targets):
     require(targets.shape == (N,), f"targets {targets.shape} must have shape ({N},) to match logits {logits.shape}")
     require(bool(np.all((targets >= 0) & (targets < C))),
             f"targets must lie in [0, {C}) for logits {logits.shape}; got min {targets.min()}, max {targets.max()}")
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_p = shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
-    loss = -float(np.mean(log_p[np.arange(N), targets]))
-    return loss, (np.exp(log_p), targets)
+    with np.errstate(invalid="ignore"):  # inf - inf where a row holds +inf or only -inf: NaN, as documented
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_p = shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
+        loss = -float(np.mean(log_p[np.arange(N), targets]))
+    return loss, CrossEntropyCache(np.exp(log_p), targets)
 
 
 def cross_entropy_backward(dloss, cache):
@@ -480,8 +605,8 @@ def cross_entropy_backward(dloss, cache):
     ----------
     dloss : float
         Gradient of the final objective with respect to the loss (1 if the loss
-        is the objective).
-    cache : tuple
+        is the objective). NaN or infinity propagates into every entry.
+    cache : CrossEntropyCache
         From :func:`cross_entropy`.
 
     Returns
@@ -494,7 +619,7 @@ def cross_entropy_backward(dloss, cache):
     >>> cross_entropy_backward(1.0, cache).tolist()
     [[0.5, -0.5]]
     """
-    p, targets = cache
+    p, targets = unpack_cache(cache, CrossEntropyCache, "cross_entropy")
     dloss = as_float64(dloss, "dloss")
     require(dloss.shape == (), f"dloss {dloss.shape} must be a scalar (the loss is one number)")
     N = p.shape[0]
@@ -518,14 +643,19 @@ def embedding(tokens, E):
     Returns
     -------
     out : ndarray, shape ``[..., d]``
-    cache : tuple
-        ``(tokens, vocab)``; the rows of ``E`` are not needed backward.
+    cache : EmbeddingCache
+        ``(tokens, E_shape)``; the rows of ``E`` are not needed backward.
 
     Raises
     ------
     ValueError
         If ``E`` is not a matrix, ``tokens`` is not integer, or a token lies
         outside ``[0, vocab)``.
+
+    Notes
+    -----
+    A row of ``E`` is copied as it is: NaN or infinity in it reaches exactly
+    the positions whose token reads that row.
 
     Examples
     --------
@@ -537,10 +667,10 @@ def embedding(tokens, E):
     tokens = _as_indices(tokens, "tokens")
     require(E.ndim == 2, f"E {E.shape} must be a matrix [vocab, d]")
     vocab = E.shape[0]
-    require(bool(np.all((tokens >= 0) & (tokens < vocab))),
-            f"tokens {tokens.shape} must lie in [0, {vocab}) for E {E.shape}; "
-            f"got min {tokens.min(initial=0)}, max {tokens.max(initial=0)}")
-    return E[tokens], (tokens, E.shape)
+    if not np.all((tokens >= 0) & (tokens < vocab)):  # then tokens is not empty: min and max exist
+        raise ValueError(f"tokens {tokens.shape} must lie in [0, {vocab}) for E {E.shape}; "
+                         f"got min {tokens.min()}, max {tokens.max()}")
+    return E[tokens], EmbeddingCache(tokens, E.shape)
 
 
 def embedding_backward(dout, cache):
@@ -552,7 +682,7 @@ def embedding_backward(dout, cache):
     Parameters
     ----------
     dout : array_like, shape ``[..., d]``
-    cache : tuple
+    cache : EmbeddingCache
         From :func:`embedding`.
 
     Returns
@@ -566,7 +696,7 @@ def embedding_backward(dout, cache):
     >>> embedding_backward([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]], cache).tolist()
     [[1.0, 1.0], [2.0, 2.0], [0.0, 0.0]]
     """
-    tokens, E_shape = cache
+    tokens, E_shape = unpack_cache(cache, EmbeddingCache, "embedding")
     dout = as_float64(dout, "dout")
     expected = tokens.shape + (E_shape[1],)
     require(dout.shape == expected, f"dout {dout.shape} does not match the output shape {expected}")
@@ -603,11 +733,7 @@ def positional_encoding(seq_len, d_model):
     >>> positional_encoding(2, 3).round(4).tolist()  # sin 1 = 0.8415, cos 1 = 0.5403
     [[0.0, 1.0, 0.0], [0.8415, 0.5403, 0.0022]]
     """
-    try:
-        seq_len, d_model = operator.index(seq_len), operator.index(d_model)
-    except TypeError:
-        raise ValueError(f"seq_len {seq_len!r} and d_model {d_model!r} must be integers") from None
-    require(seq_len >= 0 and d_model >= 1, f"need seq_len >= 0 and d_model >= 1, got {seq_len}, {d_model}")
+    seq_len, d_model = as_int(seq_len, "seq_len", minimum=0), as_int(d_model, "d_model", minimum=1)
     columns = np.arange(d_model)
     even_index = columns - columns % 2  # the "2i" shared by a sine column and the cosine after it
     angles = np.arange(seq_len)[:, None] / np.power(10000.0, even_index / d_model)

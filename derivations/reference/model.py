@@ -36,17 +36,21 @@ The pair is :func:`forward` ``(params, tokens, config) -> (logits, cache)`` and
 :func:`forward_backward` compose them with the loss. With ``record=True`` the
 pair also keeps every intermediate activation and its gradient under a stage
 name (see :data:`STAGES_DOC`), which is what the chapter prints.
+
+Nothing non-finite is hidden: a NaN or infinite parameter reaches the loss as
+NaN (or the loss is ``+inf``) through the rules of the operations it passes
+(see their "Notes"); no step replaces it by a finite number.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import operator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import as_float64, require
+from ._checks import as_float64, as_int, as_real, require
 from .layers import (
     cross_entropy,
     cross_entropy_backward,
@@ -56,15 +60,19 @@ from .layers import (
     gelu_backward,
     layer_norm,
     layer_norm_backward,
+    LayerNormCache,
+    LinearCache,
     linear,
     linear_backward,
     positional_encoding,
     relu,
     relu_backward,
 )
-from .multi_head import multi_head_attention, multi_head_attention_backward
+from .multi_head import MultiHeadCache, multi_head_attention, multi_head_attention_backward
 
 __all__ = [
+    "FFNCache",
+    "BlockCache",
     "TransformerConfig",
     "param_shapes",
     "init_params",
@@ -121,7 +129,7 @@ class TransformerConfig:
     activation : {"relu", "gelu", "gelu_tanh"}
         The FFN's non-linearity.
     ln_eps : float
-        LayerNorm's variance floor.
+        LayerNorm's variance floor, positive and finite (PyTorch's default).
 
     Examples
     --------
@@ -145,17 +153,13 @@ class TransformerConfig:
 
     def __post_init__(self):
         for field in ("vocab_size", "d_model", "n_heads", "d_ff", "n_layers", "seq_len"):
-            value = getattr(self, field)
-            try:
-                value = operator.index(value)
-            except TypeError:
-                raise ValueError(f"{field} must be an integer, got {value!r}") from None
-            require(value >= 1, f"{field} must be >= 1, got {value}")
+            as_int(getattr(self, field), field, minimum=1)
         require(self.d_model % self.n_heads == 0,
                 f"n_heads = {self.n_heads} must be positive and divide d_model = {self.d_model}")
-        require(self.norm in NORMS, f"norm must be one of {NORMS}, got {self.norm!r}")
-        require(self.activation in ACTIVATIONS, f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        require(self.ln_eps > 0, f"ln_eps must be positive, got {self.ln_eps}")
+        require(isinstance(self.norm, str) and self.norm in NORMS, f"norm must be one of {NORMS}, got {self.norm!r}")
+        require(isinstance(self.activation, str) and self.activation in ACTIVATIONS,
+                f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        as_real(self.ln_eps, "ln_eps", low=0.0, low_open=True)
 
     def as_dict(self) -> dict:
         """The fields as a plain dict (for hashing and storing)."""
@@ -208,7 +212,7 @@ def init_params(config: TransformerConfig, seed: int = 0) -> dict[str, np.ndarra
     >>> bool(np.array_equal(init_params(TransformerConfig())["embed"], params["embed"]))
     True
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(as_int(seed, "seed", minimum=0))
     params = {}
     for name, shape in param_shapes(config).items():
         leaf = name.rsplit(".", 1)[-1]
@@ -276,6 +280,24 @@ def _check_targets(targets, batch, config):
 # ----------------------------------------------------------------------------- one block
 
 
+class FFNCache(NamedTuple):
+    """The caches of the FFN's three steps ``act(x W1 + b1) W2 + b2``."""
+
+    linear1: LinearCache
+    activation: tuple  # ReluCache or GeluCache, by config.activation
+    linear2: LinearCache
+
+
+class BlockCache(NamedTuple):
+    """Everything the backward pass of block ``layer`` needs."""
+
+    layer: int
+    attn: MultiHeadCache
+    ln1: LayerNormCache
+    ffn: FFNCache
+    ln2: LayerNormCache
+
+
 def _activation(z, config):
     if config.activation == "relu":
         return relu(z)
@@ -290,7 +312,7 @@ def _ffn(x, params, p, config):
     z, cache1 = linear(x, params[p + "ffn.W1"], params[p + "ffn.b1"])
     a, cache_act = _activation(z, config)
     out, cache2 = linear(a, params[p + "ffn.W2"], params[p + "ffn.b2"])
-    return out, (cache1, cache_act, cache2), {"ffn.pre": z, "ffn.act": a, "ffn.out": out}
+    return out, FFNCache(cache1, cache_act, cache2), {"ffn.pre": z, "ffn.act": a, "ffn.out": out}
 
 
 def _ffn_backward(dout, cache, p, config, grads, stage_grads):
@@ -346,7 +368,7 @@ def _block_forward(x, params, l, config):
         f, cache_ffn, ffn_acts = _ffn(n2, params, p, config)
         out = x1 + f
         acts.update({"ln1.out": n1, "attn.out": a, "add1": x1, "ln2.out": n2, **ffn_acts, "out": out})
-    return out, (l, cache_attn, cache_ln1, cache_ffn, cache_ln2), acts
+    return out, BlockCache(l, cache_attn, cache_ln1, cache_ffn, cache_ln2), acts
 
 
 def _block_backward(dout, cache, config, grads):
@@ -395,7 +417,8 @@ def forward(params, tokens, config: TransformerConfig, record: bool = False):
     -------
     logits : ndarray, shape ``[batch, vocab_size]``
     cache : dict
-        Everything :func:`backward` needs; with ``record`` also
+        Everything :func:`backward` needs (``cache["blocks"]`` holds one
+        :class:`BlockCache` per block); with ``record`` also
         ``cache["activations"]``, ``{stage: array}`` in forward order, and
         ``cache["attention"]``, one ``[batch, n_heads, T, T]`` weight array per block.
 
@@ -405,6 +428,8 @@ def forward(params, tokens, config: TransformerConfig, record: bool = False):
         If params do not match the config (names, shapes) or tokens are not
         integer ids of shape ``[batch, T]`` inside the vocabulary.
     """
+    require(isinstance(config, TransformerConfig), f"config must be a TransformerConfig, got {type(config).__name__}")
+    require(isinstance(record, bool), f"record must be True or False, got {record!r}")
     params = _check_params(params, config)
     tokens = _check_tokens(tokens, config)
     T = tokens.shape[1]
@@ -427,7 +452,7 @@ def forward(params, tokens, config: TransformerConfig, record: bool = False):
              "ln_final": cache_final_ln, "out": cache_out, "record": record}
     if record:
         cache["activations"] = acts
-        cache["attention"] = [c[1][3][3] for c in block_caches]  # multi-head cache -> attention cache -> A
+        cache["attention"] = [block.attn.attention.A for block in block_caches]
     return logits, cache
 
 
@@ -448,6 +473,7 @@ def backward(dlogits, cache):
         The gradient of the loss with respect to every recorded activation,
         same keys as ``cache["activations"]``, in backward order.
     """
+    require(isinstance(cache, dict) and "blocks" in cache, "cache must be the dict that forward returns")
     config = cache["config"]
     dlogits = as_float64(dlogits, "dlogits")
     grads, stages = {}, {"logits": dlogits}
@@ -460,7 +486,7 @@ def backward(dlogits, cache):
         stages["ln_final.out"] = dx
         dx = _ln_backward(dx, cache["ln_final"], "ln_final", grads)
     for cache_block in reversed(cache["blocks"]):
-        l = cache_block[0]
+        l = cache_block.layer
         dx, block_stages = _block_backward(dx, cache_block, config, grads)
         stages.update({f"block{l}.{k}": v for k, v in block_stages.items()})
     stages["embed.out"] = dx  # the positional encoding is a constant: the sum passes dx on unchanged
@@ -526,6 +552,20 @@ def loss_and_grads(params, tokens, targets, config: TransformerConfig):
     loss : float
     grads : dict of str to ndarray
         Same keys and shapes as ``params``.
+
+    Raises
+    ------
+    ValueError
+        If a parameter is missing, extra or misshapen, or the tokens or targets
+        are not integer ids of the right shapes inside the vocabulary.
+
+    Notes
+    -----
+    A NaN anywhere in the parameters gives a NaN loss: one NaN in a block's
+    ``W_k`` makes the scores of its head NaN, that head's weights NaN, and
+    from there every position and the logits. An infinite parameter gives NaN
+    (or ``+inf``) the same way. The gradients are then NaN too; nothing is
+    replaced by a finite value.
 
     Examples
     --------
@@ -637,9 +677,10 @@ def matmul_flops(cache) -> dict[str, dict[str, int]]:
         totals[stage]["forward"] += product
         totals[stage]["backward"] += 2 * product  # dX = dY W^T and dW = X^T dY
 
-    for _, cache_attn, _, cache_ffn, _ in cache["blocks"]:
-        cache_q, cache_k, cache_v, (Q, K, V, A), cache_o, _ = cache_attn
-        for linear_cache in (cache_q, cache_k, cache_v, cache_o):
+    for block in cache["blocks"]:
+        mha = block.attn
+        Q, K, V, A = mha.attention
+        for linear_cache in (mha.linear_q, mha.linear_k, mha.linear_v, mha.linear_o):
             add_linear("attention projections", linear_cache)
         pairs = A.size // (A.shape[-1] * A.shape[-2])  # batch * heads
         n_q, n_k, d_k, d_v = Q.shape[-2], K.shape[-2], Q.shape[-1], V.shape[-1]
@@ -647,7 +688,7 @@ def matmul_flops(cache) -> dict[str, dict[str, int]]:
         totals["attention scores and mixing"]["forward"] += pairs * (scores + mixing)
         # dA = dO V^T and dV = A^T dO are the size of A V; dQ = dS K and dK = dS^T Q that of Q K^T.
         totals["attention scores and mixing"]["backward"] += pairs * (2 * mixing + 2 * scores)
-        add_linear("FFN", cache_ffn[0])
-        add_linear("FFN", cache_ffn[2])
+        add_linear("FFN", block.ffn.linear1)
+        add_linear("FFN", block.ffn.linear2)
     add_linear("output head", cache["out"])
     return totals

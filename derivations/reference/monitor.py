@@ -16,7 +16,9 @@ three signs that something upstream is broken:
     is added to at the next step.
 
 The statistics are taken over the finite entries only, so a single NaN does
-not hide the size of the rest; ``nonfinite`` counts the others.
+not hide the size of the rest; ``nonfinite`` counts the others. They never
+overflow: finite entries near the top of the float64 range still give a finite
+mean, standard deviation and norm.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import as_float64, require
+from ._checks import as_float64, as_real, l2_norm, require
 
 __all__ = ["GradientStats", "gradient_report", "format_report"]
 
@@ -54,7 +56,8 @@ def gradient_report(grads, huge: float = 100.0) -> list[GradientStats]:
     grads : dict of str to array_like
         Gradients keyed by parameter name, any shapes.
     huge : float
-        Flag a gradient whose largest finite magnitude exceeds this (positive).
+        Flag a gradient whose largest finite magnitude exceeds this (positive,
+        finite).
 
     Returns
     -------
@@ -63,7 +66,14 @@ def gradient_report(grads, huge: float = 100.0) -> list[GradientStats]:
     Raises
     ------
     ValueError
-        If ``grads`` is not a dict, an entry is not numeric, or ``huge`` is not positive.
+        If ``grads`` is not a dict, an entry is not numeric, or ``huge`` is not
+        a positive finite number.
+
+    Notes
+    -----
+    A gradient with no finite entry has ``mean``, ``std``, ``max_abs`` and
+    ``norm`` NaN and the flag ``nonfinite``; an empty one has NaN statistics and
+    no flag.
 
     Examples
     --------
@@ -74,15 +84,19 @@ def gradient_report(grads, huge: float = 100.0) -> list[GradientStats]:
     ('huge',)
     """
     require(isinstance(grads, dict), f"grads must be a dict of arrays, got {type(grads).__name__}")
-    require(huge > 0, f"huge must be positive, got {huge}")
+    huge = as_real(huge, "huge", low=0.0, low_open=True)
     rows = []
     for name, g in grads.items():
         g = as_float64(g, f"grads[{name!r}]").ravel()
         finite = g[np.isfinite(g)]
         nonfinite = int(g.size - finite.size)
         if finite.size:
-            mean, std = float(finite.mean()), float(finite.std())
-            max_abs, norm = float(np.max(np.abs(finite))), math.sqrt(float(np.sum(finite * finite)))
+            max_abs, norm = float(np.max(np.abs(finite))), l2_norm([finite])
+            with np.errstate(over="ignore"):
+                mean, std = float(finite.mean()), float(finite.std())
+            if not (math.isfinite(mean) and math.isfinite(std)):  # the sums overflowed: scale them down first
+                scaled = finite / max_abs
+                mean, std = max_abs * float(scaled.mean()), max_abs * float(scaled.std())
         else:
             mean = std = max_abs = norm = math.nan
         flags = []

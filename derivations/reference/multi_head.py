@@ -10,15 +10,26 @@ back in the same order before the output map ``W_o``.
 
 from __future__ import annotations
 
-import operator
+from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import as_float64, require
-from .attention import attention, attention_backward
-from .layers import linear, linear_backward
+from ._checks import as_float64, as_int, as_mask, require, unpack_cache
+from .attention import AttentionCache, attention, attention_backward
+from .layers import LinearCache, linear, linear_backward
 
-__all__ = ["multi_head_attention", "multi_head_attention_backward"]
+__all__ = ["MultiHeadCache", "multi_head_attention", "multi_head_attention_backward"]
+
+
+class MultiHeadCache(NamedTuple):
+    """What :func:`multi_head_attention_backward` needs: the caches of the five steps, and ``n_heads``."""
+
+    linear_q: LinearCache  # Q = X W_q
+    linear_k: LinearCache  # K = X W_k
+    linear_v: LinearCache  # V = X W_v
+    attention: AttentionCache  # all heads at once; .A is [..., n_heads, n, n]
+    linear_o: LinearCache  # out = concat(heads) W_o
+    n_heads: int
 
 
 def _split_heads(M, n_heads):
@@ -50,18 +61,27 @@ def multi_head_attention(X, W_q, W_k, W_v, W_o, n_heads, mask=None):
         Must divide ``d_model``.
     mask : array_like of bool, optional
         Broadcastable to ``[..., n, n]``; True where query ``i`` may attend to
-        key ``j``. The same mask applies to every head.
+        key ``j``. The same mask applies to every head. Must be boolean (an
+        additive mask of 0 and -inf converts with ``mask == 0``).
 
     Returns
     -------
     out : ndarray, shape ``[..., n, d_model]``
-    cache : tuple
+    cache : MultiHeadCache
         The caches of the four linear maps and of attention, and ``n_heads``.
 
     Raises
     ------
     ValueError
-        If the shapes do not fit, or ``n_heads`` does not divide ``d_model``.
+        If the shapes do not fit, ``n`` or ``d_model`` is 0, ``n_heads`` is not a
+        positive integer dividing ``d_model``, or the mask is not boolean.
+
+    Notes
+    -----
+    NaN and infinity propagate as in :func:`~.attention.attention`: a NaN
+    entry of ``W_k`` (or of ``X``) reaches every score of the heads that read
+    it, so their outputs, and every output position mixing them through
+    ``W_o``, are NaN.
 
     Examples
     --------
@@ -73,20 +93,18 @@ def multi_head_attention(X, W_q, W_k, W_v, W_o, n_heads, mask=None):
     [[1.0, 2.0]]
     """
     X = as_float64(X, "X")
-    require(X.ndim >= 2, f"X {X.shape} must be [..., n, d_model]")
+    require(X.ndim >= 2 and X.shape[-2] >= 1 and X.shape[-1] >= 1,
+            f"X {X.shape} must be [..., n, d_model] with n >= 1 and d_model >= 1")
     d_model = X.shape[-1]
     for name, W in (("W_q", W_q), ("W_k", W_k), ("W_v", W_v), ("W_o", W_o)):
-        shape = np.shape(W)
+        shape = as_float64(W, name).shape
         require(shape == (d_model, d_model), f"{name} {shape} must be ({d_model}, {d_model}) to match X {X.shape}")
-    try:
-        n_heads = operator.index(n_heads)
-    except TypeError:
-        raise ValueError(f"n_heads must be an integer, got {n_heads!r}") from None
+    n_heads = as_int(n_heads, "n_heads")
     require(n_heads >= 1 and d_model % n_heads == 0,
             f"n_heads = {n_heads} must be positive and divide d_model = {d_model} of X {X.shape}")
     n = X.shape[-2]
     if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
+        mask = as_mask(mask)
         scores_shape = X.shape[:-2] + (n, n)
         try:
             mask = np.broadcast_to(mask, scores_shape)
@@ -100,7 +118,7 @@ def multi_head_attention(X, W_q, W_k, W_v, W_o, n_heads, mask=None):
     heads, cache_attention = attention(_split_heads(Q, n_heads), _split_heads(K, n_heads),
                                        _split_heads(V, n_heads), mask)
     out, cache_o = linear(_merge_heads(heads), W_o)
-    return out, (cache_q, cache_k, cache_v, cache_attention, cache_o, n_heads)
+    return out, MultiHeadCache(cache_q, cache_k, cache_v, cache_attention, cache_o, n_heads)
 
 
 def multi_head_attention_backward(dout, cache):
@@ -115,7 +133,7 @@ def multi_head_attention_backward(dout, cache):
     Parameters
     ----------
     dout : array_like, shape ``[..., n, d_model]``
-    cache : tuple
+    cache : MultiHeadCache
         From :func:`multi_head_attention`.
 
     Returns
@@ -135,7 +153,8 @@ def multi_head_attention_backward(dout, cache):
     >>> dX.tolist(), dW_q.tolist()
     ([[3.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]])
     """
-    cache_q, cache_k, cache_v, cache_attention, cache_o, n_heads = cache
+    cache_q, cache_k, cache_v, cache_attention, cache_o, n_heads = unpack_cache(
+        cache, MultiHeadCache, "multi_head_attention")
     d_heads, dW_o, _ = linear_backward(dout, cache_o)
     dQ, dK, dV = attention_backward(_split_heads(d_heads, n_heads), cache_attention)
     dX_q, dW_q, _ = linear_backward(_merge_heads(dQ), cache_q)

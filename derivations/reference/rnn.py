@@ -17,11 +17,23 @@ so a gradient that crosses ``T`` steps is multiplied by ``T`` such Jacobians.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from ._checks import as_float64, require
+from ._checks import as_float64, require, unpack_cache
 
-__all__ = ["rnn_forward", "rnn_backward"]
+__all__ = ["RNNCache", "rnn_forward", "rnn_backward"]
+
+
+class RNNCache(NamedTuple):
+    """What :func:`rnn_backward` needs from :func:`rnn_forward`."""
+
+    x: np.ndarray  # inputs [T, ..., d_in]
+    h0: np.ndarray  # initial state [..., d_h]
+    hs: np.ndarray  # hidden states h_1 ... h_T [T, ..., d_h]
+    W_xh: np.ndarray  # [d_in, d_h]
+    W_hh: np.ndarray  # [d_h, d_h]
 
 
 def rnn_forward(x, h0, W_xh, W_hh, b):
@@ -41,13 +53,20 @@ def rnn_forward(x, h0, W_xh, W_hh, b):
     -------
     hs : ndarray, shape ``[T, ..., d_h]``
         The hidden states ``h_1 ... h_T`` (``hs[t - 1]`` is ``h_t``).
-    cache : tuple
+    cache : RNNCache
         ``(x, h0, hs, W_xh, W_hh)``, all that :func:`rnn_backward` needs.
 
     Raises
     ------
     ValueError
         If the shapes do not fit together; the message names them.
+
+    Notes
+    -----
+    NaN propagates, as in ``torch.nn.RNN``: ``tanh(nan)`` is NaN, and a NaN
+    hidden state makes every later state of that sequence NaN (it is
+    multiplied by ``W_hh``). Infinity follows IEEE arithmetic through the
+    products (infinity times a zero weight is NaN) and ``tanh(+-inf) = +-1``.
 
     Examples
     --------
@@ -75,7 +94,7 @@ def rnn_forward(x, h0, W_xh, W_hh, b):
     for t in range(x.shape[0]):
         h = np.tanh(x[t] @ W_xh + h @ W_hh + b)
         hs[t] = h
-    return hs, (x, h0, hs, W_xh, W_hh)
+    return hs, RNNCache(x, h0, hs, W_xh, W_hh)
 
 
 def rnn_backward(dhs, cache):
@@ -86,7 +105,7 @@ def rnn_backward(dhs, cache):
     dhs : array_like, shape ``[T, ..., d_h]``
         The gradient of the loss with respect to every hidden state ``h_1 ... h_T``
         as the loss uses them directly (zeros where it does not).
-    cache : tuple
+    cache : RNNCache
         From :func:`rnn_forward`.
 
     Returns
@@ -114,7 +133,7 @@ def rnn_backward(dhs, cache):
     >>> dx.tolist(), dh0.tolist(), dW_xh.tolist(), dW_hh.tolist(), db.tolist()
     ([[[2.0]]], [[6.0]], [[0.0]], [[0.0]], [2.0])
     """
-    x, h0, hs, W_xh, W_hh = cache
+    x, h0, hs, W_xh, W_hh = unpack_cache(cache, RNNCache, "rnn_forward")
     dhs = as_float64(dhs, "dhs")
     require(dhs.shape == hs.shape, f"dhs {dhs.shape} does not match the hidden states {hs.shape}")
     d_in, d_h = W_xh.shape

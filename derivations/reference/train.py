@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._checks import as_int, as_real, require
 from .layers import cross_entropy
 from .model import TransformerConfig, backward, forward, forward_backward, init_params, stage_names
 from .optim import adam_init, adam_step
@@ -90,6 +91,22 @@ class TrainingSettings:
     probe_steps: tuple = (0, 100, 500)
     example: str = "Max(1,6,2)"
     timing_repeats: int = 25
+
+    def __post_init__(self):
+        require(isinstance(self.config, TransformerConfig),
+                f"config must be a TransformerConfig, got {type(self.config).__name__}")
+        for name in ("init_seed", "data_seed", "batch_seed", "n_held_out", "steps"):
+            as_int(getattr(self, name), name, minimum=0)
+        for name in ("n_train", "batch_size", "eval_every", "probe_size", "timing_repeats"):
+            as_int(getattr(self, name), name, minimum=1)
+        require(self.probe_size <= self.n_train,
+                f"probe_size = {self.probe_size} must be <= n_train = {self.n_train} (the probe is training examples)")
+        as_real(self.lr, "lr", low=0.0, low_open=True)
+        require(isinstance(self.probe_steps, tuple), f"probe_steps must be a tuple of steps, got {self.probe_steps!r}")
+        for step in self.probe_steps:
+            as_int(step, f"probe_steps entry {step!r}", minimum=0)
+        require(isinstance(self.example, str), f"example must be an expression such as 'Max(1,6,2)', got {self.example!r}")
+        encode_example(self.example)  # raises a ValueError naming a malformed expression
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
