@@ -29,6 +29,7 @@ from .multi_head import multi_head_attention, multi_head_attention_backward
 from .optim import adam_init, adam_step, adamw_step, clip_grad_norm, momentum_init, momentum_step, sgd_step
 from .patch import fold_patches, patch_embed, patch_embed_backward, unfold_patches
 from .rnn import rnn_backward, rnn_forward
+from .tanh import tanh, tanh_backward
 
 __all__ = [
     "adam_init",
@@ -72,5 +73,7 @@ __all__ = [
     "sgd_step",
     "softmax",
     "softmax_backward",
+    "tanh",
+    "tanh_backward",
     "unfold_patches",
 ]

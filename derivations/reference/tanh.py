@@ -10,11 +10,19 @@ the output only.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from ._checks import as_float64, require
+from ._checks import as_float64, require, unpack_cache
 
-__all__ = ["tanh", "tanh_backward"]
+__all__ = ["TanhCache", "tanh", "tanh_backward"]
+
+
+class TanhCache(NamedTuple):
+    """What :func:`tanh_backward` needs."""
+
+    y: np.ndarray  # the output: the derivative is 1 - y^2
 
 
 def tanh(x):
@@ -28,8 +36,12 @@ def tanh(x):
     -------
     y : ndarray, same shape as ``x``
         Values in ``[-1, 1]``.
-    cache : tuple
+    cache : TanhCache
         ``(y,)``: the derivative ``1 - y^2`` needs the output only.
+
+    Notes
+    -----
+    NaN in gives NaN out (and a NaN gradient); ``±inf`` gives ``±1`` with slope 0, as in PyTorch.
 
     Examples
     --------
@@ -38,7 +50,7 @@ def tanh(x):
     [0.0, 0.761594, -1.0]
     """
     y = np.tanh(as_float64(x, "x"))
-    return y, (y,)
+    return y, TanhCache(y)
 
 
 def tanh_backward(dy, cache):
@@ -47,7 +59,7 @@ def tanh_backward(dy, cache):
     Parameters
     ----------
     dy : array_like, same shape as ``x``
-    cache : tuple
+    cache : TanhCache
         From :func:`tanh`.
 
     Returns
@@ -57,7 +69,7 @@ def tanh_backward(dy, cache):
     Raises
     ------
     ValueError
-        If ``dy`` does not have the shape of the forward output.
+        If ``dy`` does not have the shape of the forward output, or ``cache`` is not tanh's.
 
     Examples
     --------
@@ -65,7 +77,7 @@ def tanh_backward(dy, cache):
     >>> tanh_backward([2.0, 2.0], cache).tolist()  # slope 1 at 0; saturated: slope 0
     [2.0, 0.0]
     """
-    (y,) = cache
+    (y,) = unpack_cache(cache, TanhCache, "tanh")
     dy = as_float64(dy, "dy")
     require(dy.shape == y.shape, f"dy {dy.shape} does not match x {y.shape}")
     return dy * (1.0 - y * y)
