@@ -27,7 +27,8 @@ def as_float64(x, name: str) -> np.ndarray:
     complex array would lose its imaginary part).
     """
     dtype = x.dtype if isinstance(x, np.ndarray) else np.asarray(x).dtype
-    require(dtype.kind not in "USVc", f"{name} must be an array of real numbers, got dtype {dtype}")
+    if dtype.kind in "USVc":  # not require(): the message is formatted only when it is needed
+        raise ValueError(f"{name} must be an array of real numbers, got dtype {dtype}")
     try:
         return np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as error:
@@ -42,11 +43,11 @@ def as_mask(mask, name: str = "mask") -> np.ndarray:
     inverted, and 0.5 or NaN would count as allowed. So only booleans pass.
     """
     array = np.asarray(mask)
-    require(
-        array.dtype == np.bool_,
-        f"{name} must be a boolean array (True where a query may attend to a key), got dtype {array.dtype}; "
-        f"an additive mask of 0 (keep) and -inf (drop) converts with `{name} == 0`",
-    )
+    if array.dtype != np.bool_:
+        raise ValueError(
+            f"{name} must be a boolean array (True where a query may attend to a key), got dtype {array.dtype}; "
+            f"an additive mask of 0 (keep) and -inf (drop) converts with `{name} == 0`"
+        )
     return array
 
 
