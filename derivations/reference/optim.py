@@ -193,8 +193,9 @@ def _adam_update(pairs, state, lr, beta1, beta2, eps):
     beta1 = as_real(beta1, "beta1", low=0.0, high=1.0, high_open=True)
     beta2 = as_real(beta2, "beta2", low=0.0, high=1.0, high_open=True)
     eps = as_real(eps, "eps", low=0.0, low_open=True)
-    require(isinstance(state, dict) and "t" in state,
-            f"state must be the dict adam_init returns, with a step count 't'; got {state!r:.80}")
+    if not (isinstance(state, dict) and "t" in state):  # the message is built only when it is raised:
+        # repr() of a whole state of arrays on every step cost more than the step itself
+        raise ValueError(f"state must be the dict adam_init returns, with a step count 't'; got {state!r:.80}")
     t = as_int(state["t"], "state['t']", minimum=0) + 1
     m_prev = _state_group(state, "m", pairs, "adam_init")
     v_prev = _state_group(state, "v", pairs, "adam_init")
