@@ -7,6 +7,8 @@ describes it; never from the engine itself.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -39,10 +41,12 @@ CONFIGS = {
 }
 
 
+@pytest.mark.parametrize("positions", ["sinusoidal", "learned"])
 @pytest.mark.parametrize("name", list(CONFIGS))
 @pytest.mark.parametrize("batch, T", [(1, 8), (6, 8), (3, 5)])
-def test_engine_gradients_equal_the_reference_backward(name, batch, T):
-    config = CONFIGS[name]
+def test_engine_gradients_equal_the_reference_backward(name, batch, T, positions):
+    """Every parameter, the learned position table included (rows beyond T: zero both ways)."""
+    config = dataclasses.replace(CONFIGS[name], positions=positions)
     rng = np.random.default_rng(batch * 10 + T)
     params = init_params(config, seed=batch)
     params = {k: v + 0.1 * rng.standard_normal(v.shape) for k, v in params.items()}  # LayerNorm scales != 1

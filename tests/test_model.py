@@ -38,6 +38,8 @@ VARIANTS = {
     "gelu_tanh": TransformerConfig(activation="gelu_tanh"),
     "4 blocks": TransformerConfig(n_layers=4),
     "4 blocks pre-norm gelu": TransformerConfig(n_layers=4, norm="pre", activation="gelu"),
+    "learned positions": TransformerConfig(positions="learned"),
+    "learned positions pre-norm gelu": TransformerConfig(norm="pre", activation="gelu", positions="learned"),
 }
 FD_TOL = 1e-7
 TORCH_TOL = 1e-10
@@ -137,7 +139,7 @@ def test_shorter_sequences_match_pytorch():
     np.testing.assert_allclose(grads["embed"], model.grads()["embed"], rtol=TORCH_TOL, atol=1e-14)
 
 
-@pytest.mark.parametrize("variant", ["default", "pre-norm", "4 blocks"])
+@pytest.mark.parametrize("variant", ["default", "pre-norm", "4 blocks", "learned positions"])
 def test_parameter_count_matches_torch(variant):
     config = VARIANTS[variant]
     params = init_params(config)
@@ -230,7 +232,7 @@ def test_bad_params_and_configs_raise():
         loss_and_grads({k: v for k, v in params.items() if k != "W_out"}, [[1] * 8], [2], config)
     with pytest.raises(ValueError, match=r"params\['b_out'\] has shape \(21,\), the config needs \(20,\)"):
         loss_and_grads(dict(params, b_out=np.zeros(21)), [[1] * 8], [2], config)
-    for bad in ({"norm": "middle"}, {"activation": "tanh"}, {"n_layers": 0}, {"d_model": 2.5}):
+    for bad in ({"norm": "middle"}, {"activation": "tanh"}, {"n_layers": 0}, {"d_model": 2.5}, {"positions": "rope"}):
         with pytest.raises(ValueError):
             TransformerConfig(**bad)
 
@@ -278,7 +280,8 @@ def test_backward_without_record_returns_only_grads():
 # ----------------------------------------------------------------------------- the recorded trace
 
 
-@pytest.mark.parametrize("variant", ["default", "pre-norm", "gelu_tanh", "4 blocks pre-norm gelu"])
+@pytest.mark.parametrize("variant", ["default", "pre-norm", "gelu_tanh", "4 blocks pre-norm gelu",
+                                     "learned positions pre-norm gelu"])
 def test_every_recorded_stage_and_its_gradient_match_pytorch(variant):
     """Each activation and stage gradient of ``record=True`` is torch's, stage by stage, for both norms."""
     config = VARIANTS[variant]

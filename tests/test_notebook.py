@@ -29,9 +29,10 @@ from derivations.reference.model import TransformerConfig
 pytestmark = pytest.mark.xdist_group("notebook")  # one worker runs the notebook once for all of these
 
 NOTEBOOK = DOCS / "notebooks" / "backward-walkthrough.ipynb"
-# The model the page walks through: one block, exact GELU, the model module's post-norm layout.
+# The model the page walks through: one block, exact GELU, the model module's post-norm layout, and
+# learned position embeddings as in the notebook's source model.
 CONFIG = TransformerConfig(vocab_size=6, d_model=16, n_heads=2, d_ff=64, n_layers=1, seq_len=5,
-                           norm="post", activation="gelu")
+                           norm="post", activation="gelu", positions="learned")
 CELL_TIMEOUT = 60  # seconds per cell; the whole notebook computes in well under one
 TOLERANCE = 1e-8  # hand-made gradient vs reference: float64 rounding only (the notebook asserts 1e-10)
 FD_TOLERANCE = 1e-6  # central differences are good to about 1e-9 on the entries the notebook picks
@@ -191,6 +192,10 @@ WRONG_FORMULAS = {
         "dQ = dS @ K / math.sqrt(d_head)", "dQ = dS @ K", "dW_Q"),
     "embedding gradient by buffered indexing (repeated tokens lost)": (
         "dE = one_hot.T @ rows(dx0)", "dE = np.zeros_like(params['embed']); dE[tokens] += dx0", "dE"),
+    "position gradient of the first sentence only (the batch sum forgotten)": (
+        "dE_pos[:T] = dx0.sum(axis=0)", "dE_pos[:T] = dx0[0]", "dE_pos"),
+    "position gradient averaged over the batch (the loss's mean already divided by B)": (
+        "dE_pos[:T] = dx0.sum(axis=0)", "dE_pos[:T] = dx0.mean(axis=0)", "dE_pos"),
 }
 
 

@@ -23,6 +23,8 @@ class TorchTransformer(nn.Module):
         d = config.d_model
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, d)
+        # A learned table is a Parameter sliced to the batch's length (the GPT-2 way), not an Embedding.
+        self.pos_embed = nn.Parameter(torch.zeros(config.seq_len, d)) if config.positions == "learned" else None
         self.attn = nn.ModuleList(nn.MultiheadAttention(d, config.n_heads, bias=False, batch_first=True)
                                   for _ in range(config.n_layers))
         self.ln1 = nn.ModuleList(nn.LayerNorm(d, eps=config.ln_eps) for _ in range(config.n_layers))
@@ -35,6 +37,8 @@ class TorchTransformer(nn.Module):
             config.activation]
 
     def positions(self, T):
+        if self.pos_embed is not None:
+            return self.pos_embed[:T]
         d = self.config.d_model
         pos = torch.arange(T, dtype=torch.float64)[:, None]
         pe = torch.zeros(T, d)
@@ -89,6 +93,8 @@ class TorchTransformer(nn.Module):
         t = lambda a: torch.tensor(a)  # noqa: E731
         with torch.no_grad():
             self.embed.weight.copy_(t(params["embed"]))
+            if self.pos_embed is not None:
+                self.pos_embed.copy_(t(params["pos_embed"]))
             for l in range(self.config.n_layers):
                 p = f"block{l}."
                 self.attn[l].in_proj_weight.copy_(
@@ -110,6 +116,8 @@ class TorchTransformer(nn.Module):
     def grads(self):
         """Torch's gradients under the NumPy names and layouts."""
         g = {"embed": self.embed.weight.grad}
+        if self.pos_embed is not None:
+            g["pos_embed"] = self.pos_embed.grad
         for l in range(self.config.n_layers):
             p = f"block{l}."
             q, k, v = self.attn[l].in_proj_weight.grad.chunk(3)

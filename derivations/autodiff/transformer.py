@@ -36,9 +36,12 @@ def transformer_loss(params: dict, tokens, targets, config: TransformerConfig, p
     targets : array_like of int, shape ``[batch]``
     config : TransformerConfig
     positions : Var or array_like, shape ``[seq_len, d_model]``, optional
-        What is added to the token embeddings at each position. By default the
-        model's fixed sinusoidal encoding, as a constant; a Var that requires a
-        gradient makes it a learned position embedding.
+        What is added to the token embeddings at each position, for a config
+        with ``positions="sinusoidal"``. By default the model's fixed
+        sinusoidal encoding, as a constant; a Var that requires a gradient
+        makes it a learned position embedding. With ``positions="learned"``
+        the table is the parameter ``params["pos_embed"]`` and this argument
+        must be left out.
 
     Returns
     -------
@@ -48,8 +51,8 @@ def transformer_loss(params: dict, tokens, targets, config: TransformerConfig, p
     Raises
     ------
     ValueError
-        If the parameter names or shapes do not match the config, or the tokens
-        do not fit it.
+        If the parameter names or shapes do not match the config, the tokens
+        do not fit it, or ``positions`` is given for a learned table.
     """
     shapes = param_shapes(config)
     require(isinstance(params, dict) and set(params) == set(shapes),
@@ -61,7 +64,11 @@ def transformer_loss(params: dict, tokens, targets, config: TransformerConfig, p
     tokens = np.asarray(tokens)
     require(tokens.ndim == 2 and 1 <= tokens.shape[1] <= config.seq_len,
             f"tokens {tokens.shape} must be [batch, T] with 1 <= T <= seq_len = {config.seq_len}")
-    if positions is None:  # the sinusoidal encoding, a constant: the graph gives it no gradient
+    if config.positions == "learned":  # a parameter like the others: the graph gives it a gradient
+        require(positions is None, "positions must be left out when config.positions is 'learned': "
+                                   "the table is params['pos_embed']")
+        positions = params["pos_embed"]
+    elif positions is None:  # the sinusoidal encoding, a constant: the graph gives it no gradient
         positions = positional_encoding(config.seq_len, config.d_model)
     require(positions.shape == (config.seq_len, config.d_model),
             f"positions {positions.shape} must be [seq_len, d_model] = {(config.seq_len, config.d_model)}")

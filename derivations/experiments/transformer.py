@@ -456,6 +456,9 @@ def activation_bytes_by_length(params, config: TransformerConfig, tokens, length
     """
     tokens = np.asarray(tokens)
     require(tokens.ndim == 2 and tokens.shape[0] == 1, f"tokens {tokens.shape} must be one sequence, [1, T]")
+    require(config.positions == "sinusoidal",
+            "activation_bytes_by_length lengthens the sinusoidal encoding; a learned position table "
+            f"(config.positions = {config.positions!r}) has no rows beyond seq_len = {config.seq_len}")
     longer = TransformerConfig(**{**config.as_dict(), "seq_len": max(max(lengths), config.seq_len)})
     total, attention = [], []
     for T in lengths:

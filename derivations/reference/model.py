@@ -3,7 +3,7 @@
 The model of the chapter "The whole transformer, backward", built only from the
 reference operations of :mod:`.layers` and :mod:`.multi_head`::
 
-    x = E[tokens] + PE                      token embedding + fixed sinusoidal positions
+    x = E[tokens] + P[:T]                   token embedding + positions (see below)
     repeat n_layers times:
         post-norm (default)                 pre-norm
         x = LN1(x + MHA(x))                 x = x + MHA(LN1(x))
@@ -19,10 +19,18 @@ position sees every position); ``FFN(x) = act(x W1 + b1) W2 + b2`` with
 because its residual stream is never normalised otherwise: the sum of all
 branches would reach the output head at whatever scale it has grown to.
 
+``P`` is the fixed sinusoidal encoding (``positions="sinusoidal"``, the
+default: a constant, no parameter, no gradient) or a learned table ``pos_embed``
+(``positions="learned"``: a parameter like the others). A learned row ``t`` is
+added at position ``t`` of every sequence of the batch, so its gradient is the
+gradient reaching the sum ``x`` at position ``t``, summed over the batch; rows
+``t >= T`` of a shorter batch take no part and get exactly zero.
+
 Parameters are a flat dict of float64 arrays with stable names, in this order
 (``param_shapes`` lists them)::
 
     embed                      [vocab, d_model]
+    pos_embed                  [seq_len, d_model]  (positions="learned" only)
     block{l}.attn.W_q/W_k/W_v/W_o  [d_model, d_model]
     block{l}.ln1.gamma/beta    [d_model]
     block{l}.ffn.W1            [d_model, d_ff]     block{l}.ffn.b1  [d_ff]
@@ -90,12 +98,14 @@ __all__ = [
 
 NORMS = ("post", "pre")
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh")
+POSITIONS = ("sinusoidal", "learned")
 
 STAGES_DOC = """\
 Stage names of a recorded pass, in forward order (``l`` the block index):
 
 - ``embed.out``: ``E[tokens]``, ``[B, T, d_model]``.
-- ``block{l}.in``: the block's input (for block 0: ``E[tokens] + PE``).
+- ``block{l}.in``: the block's input (for block 0: ``E[tokens] + P[:T]``, ``P`` the
+  sinusoidal encoding or the learned ``pos_embed``).
 - post-norm: ``block{l}.attn.out``, ``block{l}.add1`` (``in + attn.out``),
   ``block{l}.ln1.out``, ``block{l}.ffn.pre`` (``ln1.out W1 + b1``),
   ``block{l}.ffn.act``, ``block{l}.ffn.out``, ``block{l}.add2``, ``block{l}.out`` (``LN2(add2)``).
@@ -123,13 +133,16 @@ class TransformerConfig:
     n_layers : int
         Number of blocks, ``>= 1``.
     seq_len : int
-        Longest input; the positional encoding has this many rows.
+        Longest input; the positional encoding (or table) has this many rows.
     norm : {"post", "pre"}
         Where the LayerNorms sit (module docstring).
     activation : {"relu", "gelu", "gelu_tanh"}
         The FFN's non-linearity.
     ln_eps : float
         LayerNorm's variance floor, positive and finite (PyTorch's default).
+    positions : {"sinusoidal", "learned"}
+        What is added to the token embeddings: the fixed sinusoidal encoding
+        (a constant) or a learned ``[seq_len, d_model]`` parameter ``pos_embed``.
 
     Examples
     --------
@@ -139,6 +152,10 @@ class TransformerConfig:
     Traceback (most recent call last):
     ...
     ValueError: n_heads = 5 must be positive and divide d_model = 64
+    >>> TransformerConfig(positions="rotary")
+    Traceback (most recent call last):
+    ...
+    ValueError: positions must be one of ('sinusoidal', 'learned'), got 'rotary'
     """
 
     vocab_size: int = 20
@@ -150,6 +167,7 @@ class TransformerConfig:
     norm: str = "post"
     activation: str = "relu"
     ln_eps: float = 1e-5
+    positions: str = "sinusoidal"
 
     def __post_init__(self):
         for field in ("vocab_size", "d_model", "n_heads", "d_ff", "n_layers", "seq_len"):
@@ -160,6 +178,8 @@ class TransformerConfig:
         require(isinstance(self.activation, str) and self.activation in ACTIVATIONS,
                 f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         as_real(self.ln_eps, "ln_eps", low=0.0, low_open=True)
+        require(isinstance(self.positions, str) and self.positions in POSITIONS,
+                f"positions must be one of {POSITIONS}, got {self.positions!r}")
 
     def as_dict(self) -> dict:
         """The fields as a plain dict (for hashing and storing)."""
@@ -177,9 +197,13 @@ def param_shapes(config: TransformerConfig) -> dict[str, tuple[int, ...]]:
     >>> shapes = param_shapes(TransformerConfig(n_layers=1))
     >>> list(shapes)[:3], shapes["block0.ffn.W1"], shapes["W_out"]
     (['embed', 'block0.attn.W_q', 'block0.attn.W_k'], (64, 256), (64, 20))
+    >>> list(param_shapes(TransformerConfig(positions="learned", seq_len=5)).items())[:2]
+    [('embed', (20, 64)), ('pos_embed', (5, 64))]
     """
     d, V, F = config.d_model, config.vocab_size, config.d_ff
     shapes = {"embed": (V, d)}
+    if config.positions == "learned":
+        shapes["pos_embed"] = (config.seq_len, d)
     for l in range(config.n_layers):
         p = f"block{l}."
         for W in ("W_q", "W_k", "W_v", "W_o"):
@@ -201,8 +225,14 @@ def init_params(config: TransformerConfig, seed: int = 0) -> dict[str, np.ndarra
     output head) is drawn from ``N(0, 1/d_in)``, so a map keeps the variance
     of unit-variance inputs (LeCun's scaling); the embedding is ``N(0, 1)``,
     the scale of the positional encoding it is added to; biases and LayerNorm
-    shifts are 0, LayerNorm scales 1. Draws come from
-    ``np.random.default_rng(seed)`` in :func:`param_shapes` order.
+    shifts are 0, LayerNorm scales 1. A learned position table ``pos_embed``
+    is ``N(0, 1/2)``: every row of the sinusoidal encoding has mean square
+    exactly 1/2 (each pair of columns is a sine and a cosine of one angle, and
+    ``sin^2 + cos^2 = 1``), so the learned table starts at the scale of the
+    encoding it replaces and the sum reaching the first block keeps its scale.
+    Draws come from ``np.random.default_rng(seed)`` in :func:`param_shapes`
+    order (so a learned table, drawn second, changes the draws of the
+    parameters after it).
 
     Examples
     --------
@@ -218,6 +248,8 @@ def init_params(config: TransformerConfig, seed: int = 0) -> dict[str, np.ndarra
         leaf = name.rsplit(".", 1)[-1]
         if name == "embed":
             params[name] = rng.standard_normal(shape)
+        elif name == "pos_embed":
+            params[name] = rng.standard_normal(shape) * np.sqrt(0.5)
         elif len(shape) == 2:
             params[name] = rng.standard_normal(shape) / np.sqrt(shape[0])
         elif leaf == "gamma":
@@ -434,7 +466,10 @@ def forward(params, tokens, config: TransformerConfig, record: bool = False):
     tokens = _check_tokens(tokens, config)
     T = tokens.shape[1]
     e, cache_embed = embedding(tokens, params["embed"])
-    x = e + positional_encoding(config.seq_len, config.d_model)[:T]
+    if config.positions == "learned":
+        x = e + params["pos_embed"][:T]
+    else:
+        x = e + positional_encoding(config.seq_len, config.d_model)[:T]
     acts = {"embed.out": e}
     block_caches = []
     for l in range(config.n_layers):
@@ -489,8 +524,13 @@ def backward(dlogits, cache):
         l = cache_block.layer
         dx, block_stages = _block_backward(dx, cache_block, config, grads)
         stages.update({f"block{l}.{k}": v for k, v in block_stages.items()})
-    stages["embed.out"] = dx  # the positional encoding is a constant: the sum passes dx on unchanged
+    stages["embed.out"] = dx  # x = E[tokens] + P[:T]: the sum passes dx on unchanged to both terms
     grads["embed"] = embedding_backward(dx, cache["embed"])
+    if config.positions == "learned":
+        # Row t of the table is added at position t of every sequence: its gradient sums dx over the
+        # batch. A shorter batch (T < seq_len) never used rows T.., which get exactly zero.
+        grads["pos_embed"] = np.zeros((config.seq_len, config.d_model))
+        grads["pos_embed"][: dx.shape[1]] = dx.sum(axis=0)
     grads = {name: grads[name] for name in param_shapes(config)}
     if cache["record"]:
         order = list(cache["activations"])[::-1]
