@@ -131,6 +131,7 @@ def test_non_finite_scores_give_nan_rows_as_the_reference_does(block_size):
     K[3] = [1e200, 0.0, 0.0]
     K[4] = [-1e200, 0.0, 0.0]
     Q[3] = Q[4] = [1e200, 0.0, 0.0]  # query 3 scores +inf with key 3 (overflow), query 4 -inf with key 4
+    Q[1, 1] = INF  # and inf * 0 = NaN with key 4: quietly, as every non-finite path here
     mask = np.zeros((5, 5), dtype=bool)
     mask[0, [0, 1]] = True  # finite: key 2's NaN is masked out
     mask[1, [0, 1, 2]] = True  # sees the NaN
@@ -152,7 +153,7 @@ def test_non_finite_scores_give_nan_rows_as_the_reference_does(block_size):
 @pytest.mark.parametrize("n_q", [0, 1, 5])
 def test_the_default_block_is_every_query_row(n_q):
     rng = np.random.default_rng(n_q)
-    Q, K, V = rng.standard_normal((n_q, 2)), rng.standard_normal((3, 2)), rng.standard_normal((3, 4))
+    Q, K, V = rng.standard_normal((2, n_q, 2)), rng.standard_normal((3, 2)), rng.standard_normal((3, 4))
     O, cache = memory_efficient_attention(Q, K, V)
     if n_q:
         assert cache.block_size == n_q  # "default: all at once"
@@ -161,6 +162,19 @@ def test_the_default_block_is_every_query_row(n_q):
     dO = rng.standard_normal(O.shape)
     for mine, expected in zip(memory_efficient_attention_backward(dO, cache), attention_backward(dO, cache_reference)):
         same(mine, expected)
+
+
+def test_one_key_and_one_feature_are_enough():
+    """n_k = d_k = 1: the one key has weight 1 for every query, so O = V for each query, dV = the sum
+    of dO, and dQ = dK = 0 (weights that are constant do not move)."""
+    Q, K, V = np.array([[0.5], [-2.0], [3.0]]), np.array([[1.5]]), np.array([[2.0, -1.0]])
+    O, cache = memory_efficient_attention(Q, K, V, block_size=2)
+    np.testing.assert_array_equal(O, np.repeat(V, 3, axis=0))
+    dO = np.arange(6.0).reshape(3, 2)
+    dQ, dK, dV = memory_efficient_attention_backward(dO, cache)
+    np.testing.assert_array_equal(dV, [[6.0, 9.0]])
+    np.testing.assert_array_equal(dQ, np.zeros((3, 1)))
+    np.testing.assert_array_equal(dK, np.zeros((1, 1)))
 
 
 def test_a_block_of_rows_bounds_the_peak_memory():
