@@ -194,6 +194,7 @@ def test_mask_and_upstream_shape_errors() -> None:
         ((2, 3, 4, 5), (2, 1, 6, 5), (1, 3, 6, 2)),  # K shared by every head, V by every batch entry
         ((1, 4, 5), (3, 6, 5), (3, 6, 2)),           # Q shared by the batch
         ((2, 3, 4, 5), (6, 5), (1, 1, 6, 2)),        # K without leading axes, V with size-1 ones
+        ((4, 5), (6, 5), (2, 6, 2)),                 # only V has a batch axis: A has none, O has V's
     ],
 )
 def test_size_one_leading_axes_receive_the_summed_gradient(q_shape, k_shape, v_shape) -> None:

@@ -410,3 +410,102 @@ def test_multi_head_attention_rejects_bad_shapes():
     with pytest.raises(ValueError, match=r"mask \(4, 4\).*\(5, 5\)"):
         multi_head_attention(np.ones((5, 6)), I6, I6, I6, I6, n_heads=2, mask=np.ones((4, 4), dtype=bool))
 
+
+
+# ----------------------------------------------------------------------------- edges and messages
+
+
+def test_gelu_default_is_the_exact_gelu_as_in_torch(rng):
+    x = 3 * rng.standard_normal(9)
+    assert_close(gelu(x)[0], F.gelu(torch.tensor(x)))
+
+
+def test_layer_norm_of_one_feature_is_beta_as_in_torch():
+    x, gamma, beta = np.array([[3.0], [-1.0]]), np.array([2.0]), np.array([0.5])
+    y, cache = layer_norm(x, gamma, beta)
+    expected = F.layer_norm(torch.tensor(x), (1,), torch.tensor(gamma), torch.tensor(beta))
+    np.testing.assert_array_equal(y, expected.numpy())
+    dx, _, _ = layer_norm_backward(np.ones_like(x), cache)
+    np.testing.assert_array_equal(dx, [[0.0], [0.0]])
+
+
+def test_layer_norm_needs_a_feature_axis():
+    for x in (np.float64(1.0), np.zeros((2, 0))):
+        with pytest.raises(ValueError, match=r"needs a non-empty last axis$"):
+            layer_norm(x, np.ones(0), np.zeros(0))
+
+
+def test_cross_entropy_of_one_class_is_zero_as_in_torch():
+    loss, cache = cross_entropy([[5.0], [-2.0]], [0, 0])
+    assert loss == F.cross_entropy(torch.tensor([[5.0], [-2.0]]), torch.tensor([0, 0])).item() == 0.0
+    assert cross_entropy_backward(1.0, cache).tolist() == [[0.0], [0.0]]
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (3, 0), (3,), (1, 2, 3)])
+def test_cross_entropy_needs_a_non_empty_matrix(shape):
+    with pytest.raises(ValueError, match=rf"^logits \({', '.join(map(str, shape))},?\) must be \[N, C\] with N, C >= 1$"):
+        cross_entropy(np.zeros(shape), np.zeros(shape[:1], dtype=int))
+
+
+def test_loss_and_index_messages():
+    with pytest.raises(ValueError, match=r"^dloss \(2,\) must be a scalar"):
+        cross_entropy_backward(np.ones(2), cross_entropy([[0.0, 1.0]], [0])[1])
+    with pytest.raises(ValueError, match=r"^targets must be an integer array, got dtype float64 with shape \(2,\)$"):
+        cross_entropy(np.zeros((2, 3)), [0.0, 1.0])
+    with pytest.raises(ValueError, match=r"^tokens \(2,\) must lie in \[0, 3\) for E \(3, 2\); got min 3, max 5$"):
+        embedding([3, 5], np.zeros((3, 2)))
+    with pytest.raises(ValueError, match=r"^tokens \(2,\) must lie in \[0, 3\) for E \(3, 2\); got min -2, max -1$"):
+        embedding([-2, -1], np.zeros((3, 2)))
+    with pytest.raises(ValueError, match=r"^E \(3,\) must be a matrix \[vocab, d\]$"):
+        embedding([0], np.zeros(3))
+    out, cache = embedding(np.zeros((2, 0), dtype=int), np.zeros((3, 2)))  # no tokens: nothing to look up
+    assert out.shape == (2, 0, 2) and embedding_backward(np.zeros((2, 0, 2)), cache).shape == (3, 2)
+    with pytest.raises(ValueError, match=r"^x \(2, 3\) does not end in d_in = 4 of W \(4, 5\)$"):
+        linear(np.ones((2, 3)), np.ones((4, 5)))
+    with pytest.raises(ValueError, match=r"^W \(4,\) must be a matrix \[d_in, d_out\]$"):
+        linear(np.ones((2, 4)), np.ones(4))
+    with pytest.raises(ValueError, match=r"^dy \(3,\) does not match x \(2,\)$"):
+        relu_backward(np.ones(3), relu(np.ones(2))[1])
+    with pytest.raises(ValueError, match=r"^dy \(3,\) does not match x \(2,\)$"):
+        gelu_backward(np.ones(3), gelu(np.ones(2))[1])
+    with pytest.raises(ValueError, match=r"^dy \(3,\) does not match x \(2,\)$"):
+        layer_norm_backward(np.ones(3), layer_norm(np.ones(2), np.ones(2), np.zeros(2))[1])
+
+
+def test_positional_encoding_of_no_positions_is_empty():
+    assert positional_encoding(0, 4).shape == (0, 4)
+
+
+def test_integer_inputs_are_computed_in_float64():
+    y, _ = linear([[1, 2]], [[1], [1]], [1])
+    assert y.dtype == np.float64 and y.tolist() == [[4.0]]
+    assert relu([3, -2])[0].dtype == np.float64
+    half, _ = layer_norm([[1, 3]], [1, 1], [0, 0])
+    assert half.dtype == np.float64 and abs(half[0, 1] - 1.0) < 1e-5
+
+
+@pytest.mark.parametrize("x_max, step", [(0.5, 0.01), (1.5, 0.1), (10.0, 0.25)])
+def test_gelu_derivative_max_difference_on_other_ranges(x_max, step):
+    """On [0, 0.5] the gap still grows (the peak is the right end); on [0, 1.5] it peaks near 0.96."""
+    x_at_max, value = gelu_derivative_max_difference(x_max=x_max, step=step)
+    grid = torch.linspace(0, x_max, 200_001, dtype=torch.float64, requires_grad=True)
+    (exact,) = torch.autograd.grad(F.gelu(grid).sum(), grid)
+    (approx,) = torch.autograd.grad(F.gelu(grid, approximate="tanh").sum(), grid)
+    gap = (exact - approx).abs().numpy()
+    k = int(np.argmax(gap))
+    assert abs(float(grid.detach()[k]) - x_at_max) < 2 * x_max / 200_000
+    assert value == pytest.approx(float(gap[k]), rel=1e-6)
+    assert 0 <= x_at_max <= x_max
+
+
+def test_multi_head_attention_with_one_feature_matches_torch(rng):
+    X, Ws = rng.standard_normal((3, 1)), [rng.standard_normal((1, 1)) for _ in range(4)]
+    out, cache = multi_head_attention(X, *Ws, n_heads=1)
+    dout = rng.standard_normal(out.shape)
+    grads = multi_head_attention_backward(dout, cache)
+    tensors = [leaf(X)] + [leaf(W) for W in Ws]
+    tout = torch_multi_head(*tensors, 1, None)
+    tout.backward(torch.tensor(dout))
+    assert_close(out, tout)
+    for grad, tensor in zip(grads, tensors):
+        assert_close(grad, tensor.grad)

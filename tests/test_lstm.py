@@ -161,6 +161,8 @@ def test_engine_lstm_from_elementary_ops_equals_the_reference_cell():
     (dict(x=np.zeros((2, 4))), r"x \(2, 4\) must end in d_in = 3"),
     (dict(h=np.zeros((3, 2))), r"h \(3, 2\) must be \(2, 2\)"),
     (dict(c=np.zeros(2)), r"c \(2,\) must be \(2, 2\)"),
+    (dict(W=np.zeros((5, 0)), b=np.zeros(0)), r"W \(5, 0\) must be a matrix"),  # d_h = 0: no state at all
+    (dict(x=np.zeros((2, 0)), W=np.zeros((2, 8))), r"W \(2, 8\) must have d_in \+ d_h > d_h = 2 rows"),
 ])
 def test_cell_rejects_bad_shapes(args, message):
     good = dict(x=np.zeros((2, 3)), h=np.zeros((2, 2)), c=np.zeros((2, 2)), W=np.zeros((5, 8)), b=np.zeros(8))
@@ -172,6 +174,25 @@ def test_backward_rejects_a_gradient_of_the_wrong_shape():
     (_, _), cache = lstm_cell(np.zeros((2, 3)), np.zeros((2, 2)), np.zeros((2, 2)), np.zeros((5, 8)), np.zeros(8))
     with pytest.raises(ValueError, match=r"dh_new \(2,\) does not match the hidden state \(2, 2\)"):
         lstm_cell_backward(np.zeros(2), np.zeros((2, 2)), cache)
+    with pytest.raises(ValueError, match=r"dc_new \(1, 2\) does not match the cell state \(2, 2\)"):
+        lstm_cell_backward(np.zeros((2, 2)), np.zeros((1, 2)), cache)
+    with pytest.raises(ValueError, match=r"x \(3,\) must be \[T, \.\.\., d_in\]"):
+        lstm_forward(np.zeros(3), np.zeros(2), np.zeros(2), np.zeros((5, 8)), np.zeros(8))
     _, seq_cache = lstm_forward(np.zeros((4, 3)), np.zeros(2), np.zeros(2), np.zeros((5, 8)), np.zeros(8))
     with pytest.raises(ValueError, match=r"dhs \(3, 2\) does not match the hidden states \(4, 2\)"):
         lstm_backward(np.zeros((3, 2)), seq_cache)
+
+
+def test_a_one_step_sequence_is_one_cell():
+    """T = 1: the sequence's backward pass is the cell's with nothing coming back along the cell state."""
+    rng = np.random.default_rng(13)
+    x, h, c, W, b = random_cell(rng, (2,), 3, 2)
+    dh_new = rng.standard_normal(h.shape)
+    (hs, cs), cache = lstm_forward(x[None], h, c, W, b)
+    (h_new, c_new), cell_cache = lstm_cell(x, h, c, W, b)
+    np.testing.assert_array_equal(hs[0], h_new)
+    np.testing.assert_array_equal(cs[0], c_new)
+    dx, dh0, dc0, dW, db = lstm_backward(dh_new[None], cache)
+    expected = lstm_cell_backward(dh_new, np.zeros_like(c), cell_cache)
+    for actual, wanted in zip((dx[0], dh0, dc0, dW, db), expected):
+        np.testing.assert_allclose(actual, wanted, rtol=1e-14, atol=1e-15)

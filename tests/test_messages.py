@@ -26,7 +26,21 @@ def _caches():
         "attention": ref.attention(I2, I2, I2)[1],
         "multi_head": ref.multi_head_attention(I2, I2, I2, I2, I2, 1)[1],
         "rnn": ref.rnn_forward(np.zeros((1, 2, 2)), np.zeros((2, 2)), I2, I2, np.zeros(2))[1],
+        "lstm_cell": ref.lstm_cell(np.zeros((2, 1)), np.zeros((2, 1)), np.zeros((2, 1)), np.zeros((2, 4)),
+                                   np.zeros(4))[1],
+        "lstm": ref.lstm_forward(np.zeros((1, 2, 1)), np.zeros((2, 1)), np.zeros((2, 1)), np.zeros((2, 4)),
+                                 np.zeros(4))[1],
+        "tanh": ref.tanh(I2)[1],
+        "efficient_attention": ref.memory_efficient_attention(I2, I2, I2)[1],
     }
+
+
+def _lstm_cell(x=np.zeros((2, 1)), h=np.zeros((2, 1)), c=np.zeros((2, 1)), W=np.zeros((2, 4)), b=np.zeros(4)):
+    return ref.lstm_cell(x, h, c, W, b)
+
+
+def _lstm_forward(x=np.zeros((1, 2, 1)), h0=np.zeros((2, 1)), c0=np.zeros((2, 1))):
+    return ref.lstm_forward(x, h0, c0, np.zeros((2, 4)), np.zeros(4))
 
 
 CALLS = {
@@ -69,6 +83,30 @@ CALLS = {
                             "W_hh"),
     "b of rnn_forward": (lambda c: ref.rnn_forward(np.zeros((1, 2, 2)), np.zeros((2, 2)), I2, I2, TEXT[0]), "b"),
     "dhs of rnn_backward": (lambda c: ref.rnn_backward(TEXT[None], c["rnn"]), "dhs"),
+    "x of lstm_cell": (lambda c: _lstm_cell(x=TEXT[:, :1]), "x"),
+    "h of lstm_cell": (lambda c: _lstm_cell(h=TEXT[:, :1]), "h"),
+    "c of lstm_cell": (lambda c: _lstm_cell(c=TEXT[:, :1]), "c"),
+    "W of lstm_cell": (lambda c: _lstm_cell(W=np.full((2, 4), "w")), "W"),
+    "b of lstm_cell": (lambda c: _lstm_cell(b=np.full(4, "b")), "b"),
+    "dh_new of lstm_cell_backward": (lambda c: ref.lstm_cell_backward(TEXT[:, :1], np.zeros((2, 1)), c["lstm_cell"]),
+                                     "dh_new"),
+    "dc_new of lstm_cell_backward": (lambda c: ref.lstm_cell_backward(np.zeros((2, 1)), TEXT[:, :1], c["lstm_cell"]),
+                                     "dc_new"),
+    "x of lstm_forward": (lambda c: _lstm_forward(x=TEXT[None, :, :1]), "x"),
+    "h0 of lstm_forward": (lambda c: _lstm_forward(h0=TEXT[:, :1]), "h0"),
+    "c0 of lstm_forward": (lambda c: _lstm_forward(c0=TEXT[:, :1]), "c0"),
+    "dhs of lstm_backward": (lambda c: ref.lstm_backward(TEXT[None, :, :1], c["lstm"]), "dhs"),
+    "x of tanh": (lambda c: ref.tanh(TEXT), "x"),
+    "dy of tanh_backward": (lambda c: ref.tanh_backward(TEXT, c["tanh"]), "dy"),
+    "images of unfold_patches": (lambda c: ref.unfold_patches(TEXT[None, None], 1), "images"),
+    "images of patch_embed": (lambda c: ref.patch_embed(TEXT[None, None], I2[:1], None, 1), "images"),
+    "W of patch_embed": (lambda c: ref.patch_embed(np.zeros((1, 1, 2, 2)), TEXT[:1], None, 1), "W"),
+    "patches of fold_patches": (lambda c: ref.fold_patches(TEXT[None], (1, 2, 1, 1), 1), "patches"),
+    "Q of memory_efficient_attention": (lambda c: ref.memory_efficient_attention(TEXT, I2, I2), "Q"),
+    "K of memory_efficient_attention": (lambda c: ref.memory_efficient_attention(I2, TEXT, I2), "K"),
+    "V of memory_efficient_attention": (lambda c: ref.memory_efficient_attention(I2, I2, TEXT), "V"),
+    "dO of memory_efficient_attention_backward": (
+        lambda c: ref.memory_efficient_attention_backward(TEXT, c["efficient_attention"]), "dO"),
     "params of sgd_step": (lambda c: ref.sgd_step({"w": TEXT}, {"w": I2}, lr=0.1), "params['w']"),
     "grads of sgd_step": (lambda c: ref.sgd_step({"w": I2}, {"w": TEXT}, lr=0.1), "grads['w']"),
     "velocity of momentum_step": (lambda c: ref.momentum_step({"w": I2}, {"w": I2}, {"velocity": {"w": TEXT}}, lr=0.1),

@@ -87,10 +87,31 @@ def test_no_bias():
 @pytest.mark.parametrize("images, W, patch, message", [
     (np.zeros((1, 3, 8)), np.zeros((12, 2)), 2, r"images \(1, 3, 8\) must be \[batch, channels, height, width\]"),
     (np.zeros((1, 1, 6, 5)), np.zeros((4, 2)), 2, r"height 6 and width 5 must be multiples of patch = 2"),
-    (np.zeros((1, 1, 4, 4)), np.zeros((5, 2)), 2, r"W \(5, 2\) must be \[channels patch\^2 = 4, d_model\]"),
+    (np.zeros((1, 1, 2, 4)), np.zeros((5, 2)), 2,  # 2 tokens of 4 values: the message must give the 4
+     r"W \(5, 2\) must be \[channels patch\^2 = 4, d_model\] for images \(1, 1, 2, 4\) and patch 2"),
     (np.zeros((1, 1, 4, 4)), np.zeros((4, 2)), 0, r"patch must be >= 1, got 0"),
     (np.zeros((1, 1, 4, 4)), np.zeros((4, 2)), 2.0, r"patch must be an integer"),
 ])
 def test_bad_input_is_named(images, W, patch, message):
     with pytest.raises(ValueError, match=message):
         patch_embed(images, W, np.zeros(2), patch)
+
+
+def test_patch_one_makes_every_pixel_a_token():
+    """patch = 1 is allowed: the tokens are the pixels, row by row, each the vector of its channels."""
+    image = np.arange(2 * 2 * 3, dtype=float).reshape(1, 2, 2, 3)  # 2 channels, 2 x 3 pixels
+    patches = unfold_patches(image, 1)
+    assert patches.shape == (1, 6, 2)
+    assert patches[0, 4].tolist() == [image[0, 0, 1, 1], image[0, 1, 1, 1]]  # token 4: row 1, column 1
+    np.testing.assert_array_equal(fold_patches(patches, image.shape, 1), image)
+
+
+@pytest.mark.parametrize("patches, image_shape, message", [
+    (np.zeros((1, 4, 4)), (1, 4, 4), r"image_shape \(1, 4, 4\) must be \(batch, channels, height, width\)"),
+    (np.zeros((1, 2, 4)), (1, 1, 3, 4), r"image_shape \(1, 1, 3, 4\): height and width must be multiples of patch = 2"),
+    (np.zeros((1, 2, 4)), (1, 1, 4, 3), r"image_shape \(1, 1, 4, 3\): height and width must be multiples of patch = 2"),
+    (np.zeros((1, 5, 4)), (1, 1, 4, 6), r"patches \(1, 5, 4\) must be \(1, 6, 4\) for images \(1, 1, 4, 6\)$"),
+])
+def test_fold_names_a_bad_image_shape(patches, image_shape, message):
+    with pytest.raises(ValueError, match=message):
+        fold_patches(patches, image_shape, 2)

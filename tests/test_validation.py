@@ -31,6 +31,7 @@ from derivations.reference import (
     layer_norm_backward,
     linear,
     linear_backward,
+    memory_efficient_attention,
     momentum_init,
     momentum_step,
     multi_head_attention,
@@ -75,6 +76,7 @@ def test_non_boolean_masks_are_refused_with_the_dtype_and_the_conversion(kind):
         "softmax": lambda: softmax(np.zeros((2, 2)), mask),
         "attention": lambda: attention(Q, K, V, mask),
         "multi_head_attention": lambda: multi_head_attention(Q, Q, Q, Q, Q, n_heads=1, mask=mask),
+        "memory_efficient_attention": lambda: memory_efficient_attention(Q, K, V, mask),
     }
     for name, call in calls.items():
         with pytest.raises(ValueError, match=rf"mask must be a boolean array.*dtype {mask.dtype}.*mask == 0") as info:

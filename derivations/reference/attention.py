@@ -225,7 +225,8 @@ def attention_backward(dO, cache):
     """
     Q, K, V, A = unpack_cache(cache, AttentionCache, "attention")
     dO = as_float64(dO, "dO")
-    expected = A.shape[:-1] + (V.shape[-1],)
+    # the output's shape: A's leading axes broadcast with V's (V alone may carry a batch axis)
+    expected = np.broadcast_shapes(A.shape[:-2], V.shape[:-2]) + (A.shape[-2], V.shape[-1])
     require(dO.shape == expected, f"dO {dO.shape} does not match the output shape {expected}")
     scale = 1.0 / np.sqrt(Q.shape[-1])
     dV = np.swapaxes(A, -1, -2) @ dO

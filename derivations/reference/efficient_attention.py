@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import as_float64, require
+from ._checks import as_float64, as_mask, require
 from .attention import _sum_to
 
 __all__ = ["EfficientAttentionCache", "memory_efficient_attention", "memory_efficient_attention_backward"]
@@ -54,13 +54,16 @@ def _block_size(block_size, n_q):
 
 
 def _weights(Q_rows, K, lse_rows, mask_rows):
-    """``A = exp(S - lse)`` for a block of query rows (0 where masked, and on fully masked rows)."""
-    scores = Q_rows @ np.swapaxes(K, -1, -2) / np.sqrt(Q_rows.shape[-1])
+    """``A = exp(S - lse)`` for a block of query rows (0 where masked, and on fully masked rows;
+    NaN on the rows whose ``lse`` is NaN, those the forward pass found undefined)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        scores = Q_rows @ np.swapaxes(K, -1, -2) / np.sqrt(Q_rows.shape[-1])
     finite = np.isfinite(lse_rows)[..., None]
     keep = finite if mask_rows is None else finite & mask_rows
     # Masked entries become -inf before exponentiating (exp(-inf) == 0 exactly), never after:
     # a masked score may be far above the row's lse and overflow.
-    return np.exp(np.where(keep, scores, -np.inf) - np.where(finite, lse_rows[..., None], 0.0))
+    A = np.exp(np.where(keep, scores, -np.inf) - np.where(finite, lse_rows[..., None], 0.0))
+    return np.where(np.isnan(lse_rows)[..., None], np.nan, A)
 
 
 def memory_efficient_attention(Q, K, V, mask=None, block_size=None):
@@ -75,6 +78,8 @@ def memory_efficient_attention(Q, K, V, mask=None, block_size=None):
     mask : array_like of bool, optional
         Broadcastable to ``[..., n_q, n_k]``; True where query ``i`` may attend to
         key ``j``. A query with no allowed key outputs zeros.
+        Must be boolean, as for :func:`~derivations.reference.attention`: a
+        PyTorch-style additive mask (0 and -inf) converts with ``mask == 0``.
     block_size : int, optional
         Query rows computed at a time (default: all at once). Changes the peak
         memory of a pass, never the result.
@@ -87,7 +92,15 @@ def memory_efficient_attention(Q, K, V, mask=None, block_size=None):
     Raises
     ------
     ValueError
-        If the shapes do not fit together; the message names them.
+        If the shapes do not fit together, ``d_k`` or ``n_k`` is 0, or the mask
+        is not boolean or does not broadcast; the message names them.
+
+    Notes
+    -----
+    Non-finite values as in :func:`~derivations.reference.attention`: a query
+    that sees a NaN or ``+inf`` score (or only ``-inf`` scores it may see) gets
+    a NaN output and a NaN ``lse``, never a finite wrong value; a fully masked
+    query gets zeros and ``lse = -inf``.
 
     Examples
     --------
@@ -99,6 +112,8 @@ def memory_efficient_attention(Q, K, V, mask=None, block_size=None):
     require(Q.ndim >= 2 and K.ndim >= 2 and V.ndim >= 2, f"Q {Q.shape}, K {K.shape}, V {V.shape} need at least 2 axes")
     require(Q.shape[-1] == K.shape[-1], f"Q {Q.shape} and K {K.shape} differ in d_k (last axis)")
     require(K.shape[-2] == V.shape[-2], f"K {K.shape} and V {V.shape} differ in n_k (second-to-last axis)")
+    require(Q.shape[-1] >= 1, f"Q {Q.shape} and K {K.shape} have d_k = 0: the scores divide by sqrt(d_k)")
+    require(K.shape[-2] >= 1, f"K {K.shape} and V {V.shape} have n_k = 0: every query needs a key to attend to")
     try:
         lead = np.broadcast_shapes(Q.shape[:-2], K.shape[:-2], V.shape[:-2])
     except ValueError:
@@ -107,7 +122,7 @@ def memory_efficient_attention(Q, K, V, mask=None, block_size=None):
     scores_shape = lead + (n_q, n_k)
     full_mask = None
     if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
+        mask = as_mask(mask)
         try:
             full_mask = np.broadcast_to(mask, scores_shape)
         except ValueError:
@@ -117,16 +132,21 @@ def memory_efficient_attention(Q, K, V, mask=None, block_size=None):
     lse = np.empty(lead + (n_q,))
     for start in range(0, n_q, block_size):
         rows = slice(start, start + block_size)
-        scores = Q[..., rows, :] @ np.swapaxes(K, -1, -2) / np.sqrt(Q.shape[-1])
+        with np.errstate(invalid="ignore", over="ignore"):
+            scores = Q[..., rows, :] @ np.swapaxes(K, -1, -2) / np.sqrt(Q.shape[-1])
         if full_mask is not None:
             scores = np.where(full_mask[..., rows, :], scores, -np.inf)
-        row_max = np.max(scores, axis=-1)
+        row_max = np.max(scores, axis=-1)  # NaN if the row sees a NaN, +inf if it sees +inf
         finite = np.isfinite(row_max)
+        # NaN or +inf seen, or nothing but -inf where keys are allowed: undefined (NaN), as in softmax
+        undefined = ~finite if full_mask is None else ~finite & np.any(full_mask[..., rows, :], axis=-1)
         shift = np.where(finite, row_max, 0.0)
-        e = np.exp(scores - shift[..., None])  # exp(-inf) == 0 exactly: masked keys drop out
+        e = np.exp(np.where(finite[..., None], scores - shift[..., None], -np.inf))  # exp(-inf) == 0 exactly
         total = e.sum(axis=-1)
-        lse[..., rows] = np.where(finite, shift + np.log(np.where(finite, total, 1.0)), -np.inf)
-        O[..., rows, :] = np.divide(e, total[..., None], out=np.zeros_like(e), where=total[..., None] > 0) @ V
+        lse[..., rows] = np.where(finite, shift + np.log(np.where(finite, total, 1.0)),
+                                  np.where(undefined, np.nan, -np.inf))
+        O_rows = np.divide(e, total[..., None], out=np.zeros_like(e), where=total[..., None] > 0) @ V
+        O[..., rows, :] = np.where(undefined[..., None], np.nan, O_rows)
     return O, EfficientAttentionCache(Q, K, V, O, lse, mask, block_size)
 
 
