@@ -461,6 +461,24 @@ def test_he_keeps_relu_networks_in_range_and_xavier_halves_them():
     assert np.all((he_act > 0.1) & (he_act < 10)) and np.all((he_grad > 0.1) & (he_grad < 10))
 
 
+def test_expectation_operator_uses_only_the_stated_moments():
+    """The variance claims (attention.score-variance, init.linear-variance) are proven with this E: they
+    hold for every distribution with the stated moments only if E assumes nothing else (no Gaussian)."""
+    from derivations.symbolic import flow as flow_claims
+
+    q0, k0 = flow_claims.q[0, 0], flow_claims.k[0, 0]
+    moments = {"q": {1: 0, 2: 1}, "k": {1: 0, 2: 1}}  # mean 0 and variance 1, nothing more
+
+    def E(expr):
+        return flow_claims.expectation(expr, moments)
+
+    assert E(q0**2) == 1 and E(q0 * k0) == 0 and E(q0**2 * k0**2) == 1 and E(3 + q0) == 3
+    assert E(5 * q0**2 - 2 * k0 + 1) == 6  # linear: constants pass through, coefficients stay
+    fourth = E(q0**4)
+    assert not fourth.is_number and fourth != 3  # a Gaussian's 3 would be an assumption the claims do not make
+    assert E(q0**4 * k0**2) == fourth  # an unknown moment, multiplied like a known one
+
+
 # ----------------------------------------------------------------------------- debugging miniatures
 
 
