@@ -61,12 +61,18 @@ class Meaning:
             self.defs[parent] = (indices, _at(definition, point))
         self.outputs = [_at(output, point) for output in op.outputs]
         self._pairing = None
+        self._elements: dict = {}  # a component's meaning, once: formulas mention the same ones many times
         self.inputs = {}
         for _, definition in self.defs.values():
             for symbol in _atoms(definition, sp.MatrixSymbol):
                 self.inputs.setdefault(symbol.name, symbol)
 
     def element(self, e: MatrixElement):
+        if e not in self._elements:
+            self._elements[e] = self._element(e)
+        return self._elements[e]
+
+    def _element(self, e: MatrixElement):
         X = e.parent
         if X in self.defs:
             indices, definition = self.defs[X]
