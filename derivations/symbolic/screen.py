@@ -60,7 +60,7 @@ def _difference(actual, claimed, values: dict, rng: random.Random) -> tuple[floa
     """``(actual, claimed)`` as numbers when they clearly differ; None when equal or not evaluable."""
     try:
         actual, claimed = sp.sympify(actual), sp.sympify(claimed)
-        inputs = (actual - claimed).atoms(MatrixElement, sp.Symbol, sp.Indexed)
+        inputs = actual.atoms(MatrixElement, sp.Symbol, sp.Indexed) | claimed.atoms(MatrixElement, sp.Symbol, sp.Indexed)
         replacement = {}
         for atom in sorted(inputs, key=sp.default_sort_key):
             value = _random_value(atom, values, rng)
