@@ -153,8 +153,11 @@ def _start_figures() -> None:
         # finds the figures the first drew.
         with open(buildcache.path_for("figures", "drawing", ".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            # PYTHONPATH: the figures of this checkout's package, not of an editable install sharing the venv.
+            path = os.pathsep.join(filter(None, [str(buildcache.ROOT), os.environ.get("PYTHONPATH")]))
             child = subprocess.run([sys.executable, str(Path(figurejobs.__file__)), key], cwd=buildcache.ROOT,
-                                   capture_output=True, text=True, env={**os.environ, "MPLBACKEND": "Agg"})
+                                   capture_output=True, text=True,
+                                   env={**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": path})
         failures = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
         if child.returncode != 0:
             failures.append({"figure": "(all)", "error": child.stderr.strip().splitlines()[-1:], "traceback": child.stderr})

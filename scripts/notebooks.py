@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
 from pathlib import Path
 
 import buildcache
@@ -45,8 +46,11 @@ def execute(nb, folder: Path):
 
     client = NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT, record_timing=False,
                             resources={"metadata": {"path": str(folder)}})
+    # The kernel imports this checkout's package, the one the cache keys hash: an editable install
+    # of another checkout sharing the venv must not answer for it.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(buildcache.ROOT), os.environ.get("PYTHONPATH")]))}
     try:
-        client.execute()
+        client.execute(env=env)
     except CellExecutionError as error:
         index = next((i for i, cell in enumerate(nb.cells) if _failed(cell)), None)
         first = nb.cells[index].source.strip().splitlines()[0] if index is not None else "?"

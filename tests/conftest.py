@@ -57,20 +57,52 @@ def write_config(tmp_path: Path, docs: Path, **overrides) -> Path:
     return path
 
 
-_BUILD_FAILURE: list[str] = []  # pytest re-runs a failed session fixture for every test: build once
+def run_folder(tmp_path_factory) -> Path:
+    """A folder of this test run shared by its xdist workers (each worker's own temporary folder
+    is a subfolder of it), so that a product one worker makes, the others can use."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 @pytest.fixture(scope="session")
 def built_site(tmp_path_factory) -> Path:
-    """``mkdocs build --strict`` into a temporary folder; the build's log is shown on failure."""
-    if _BUILD_FAILURE:
-        pytest.fail(_BUILD_FAILURE[0], pytrace=False)
-    site = tmp_path_factory.mktemp("site")
-    result = mkdocs_build(site)
-    if result.returncode != 0:
-        _BUILD_FAILURE.append(f"mkdocs build --strict failed:\n{result.stdout}\n{result.stderr}")
-        pytest.fail(_BUILD_FAILURE[0], pytrace=False)
+    """``mkdocs build --strict`` into a temporary folder, once per test run: the first worker to
+    need it builds it under a lock, the others wait and use it. The build's log is shown on failure,
+    by every test that needs the site. Tests only read it."""
+    import fcntl
+
+    shared = run_folder(tmp_path_factory)
+    site, done = shared / "site", shared / "site.done"
+    with open(shared / "site.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            result = mkdocs_build(site)
+            status = "ok" if result.returncode == 0 else "failed"
+            done.write_text(f"{status}\n{result.stdout}\n{result.stderr}", encoding="utf-8")
+    status, _, log = done.read_text(encoding="utf-8").partition("\n")
+    if status != "ok":
+        pytest.fail(f"mkdocs build --strict failed:\n{log}", pytrace=False)
     return site
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items) -> None:
+    """Make ``--dist loadgroup`` keep an ``xdist_group`` on one worker under pytest 9.
+
+    pytest-xdist 3.8 tells its scheduler a test's group by appending ``@group`` to the test's
+    ``_nodeid``, an attribute pytest 9 no longer reads (node ids live in ``_id``): every group was
+    silently spread over both workers, and each built its module fixtures (browsers, sites) again.
+    This appends the suffix where xdist's own attempt did not take.
+    """
+    if not getattr(config.option, "loadgroup", False):
+        return
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        names = sorted({str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                        for mark in item.iter_markers("xdist_group")})
+        if names and "@" not in item.nodeid:
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(names)}")
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

@@ -7,13 +7,18 @@ tests make them the same way and run them with nbclient, as a reader would after
 
 from __future__ import annotations
 
+import hashlib
+import sys
+from pathlib import Path
+
 import pytest
 
+import buildcache
 import chapternotebook
 import notebooks
 import pageexec
 import pageprose
-from conftest import DOCS
+from conftest import DOCS, ROOT
 
 CHAPTERS = sorted(p.relative_to(DOCS).as_posix() for p in DOCS.glob("*.md")
                   if chapternotebook.has_shown_code(p.read_text(encoding="utf-8")))
@@ -38,10 +43,26 @@ def test_chapter_notebook_runs_in_a_fresh_kernel(page: str, tmp_path) -> None:
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
     blocks = (DOCS / page).read_text(encoding="utf-8").count('exec="on"')
     assert len(code) == blocks, f"{page}: {len(code)} code cells for {blocks} executed blocks"
+    passed = _passed_marker(nb)
+    if passed.exists():  # this very notebook ran to the end with this package and these libraries
+        return
     try:
         notebooks.execute(nb, tmp_path)  # a folder of its own: nothing of the repository's but the package
     except notebooks.NotebookError as error:
         pytest.fail(f"{page} as a notebook: {error}", pytrace=False)
+    passed.write_text(page + "\n", encoding="utf-8")
+
+
+def _passed_marker(nb) -> Path:
+    """Where a run of ``nb`` that passed is remembered: under a hash of everything the run depends on
+    (the notebook's bytes, the ``derivations`` package, the runner, Python and the locked libraries,
+    the frameworks among them), as the build caches the pages' own runs. Only a pass is remembered."""
+    digest = hashlib.sha256(chapternotebook.dumps(nb).encode())
+    digest.update(buildcache.source_hash("derivations").encode())
+    for path in (Path(notebooks.__file__), *sorted((ROOT / "requirements").glob("*.lock"))):
+        digest.update(path.read_bytes())
+    digest.update(sys.version.encode())
+    return buildcache.path_for("chapter-notebooks", digest.hexdigest()[:24], ".passed")
 
 
 @pytest.mark.parametrize("page", CHAPTERS)

@@ -11,6 +11,7 @@ that only a real mistake fails.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 
@@ -585,20 +586,26 @@ def test_monitor_flags_each_warning_sign_on_the_model():
 # ----------------------------------------------------------------------------- figures
 
 
+@functools.lru_cache(maxsize=None)
+def rendered(name: str) -> str:
+    """One drawing of a figure, shared by the tests that only read it (drawing one takes seconds)."""
+    return render(name)
+
+
 @pytest.mark.parametrize(("name", "line_ids"), [
     ("deep_chain", ["chain-linear-0.5", "chain-tanh-3", "chain-tanh-3-band"]),
     ("rnn_horizon", ["horizon-0-10·shift", "horizon-1-orthogonal", "horizon-1-orthogonal-band"]),
     ("gradient_flow", ["placement-post-48", "placement-pre-2", "placement-post-48-band", "placement-ratio-pre"]),
 ])
 def test_figures_are_deterministic_and_draw_their_lines(name, line_ids):
-    first, second = render(name), render(name)
+    first, second = rendered(name), render(name)  # the shared drawing and a fresh one
     assert first == second
     for line_id in line_ids:
         assert f'id="{line_id}' in first
 
 
 def test_placement_figure_draws_one_point_per_initialisation_and_depth():
-    svg = render("gradient_flow")
+    svg = rendered("gradient_flow")
     n_points = len(flow.PLACEMENT["seeds"]) * len(flow.PLACEMENT["depths"])
     for norm in ("post", "pre"):
         group = svg[svg.index(f'id="placement-ratio-{norm}"'):]
@@ -610,7 +617,7 @@ def test_figure_text_typesets_its_formulas():
     """Matplotlib writes every text's source into the SVG as a comment. Outside ``$...$`` (mathtext) no
     source may carry ASCII math such as ``h_(l-1)`` or ``sigma^2``."""
     for name in ("deep_chain", "rnn_horizon", "gradient_flow"):
-        sources = re.findall(r"<!-- (.*?) -->", render(name))
+        sources = re.findall(r"<!-- (.*?) -->", rendered(name))
         assert any("$" in text for text in sources), name  # the titles and labels are mathtext
         outside_math = [re.sub(r"\$[^$]*\$", "", text) for text in sources]
         assert not [text for text in outside_math if re.search(r"[_^]", text)], name

@@ -331,10 +331,12 @@ def cache_path(settings: TrainingSettings = TrainingSettings(), cache_dir: str |
 
 def train_to_file(settings: TrainingSettings, path: Path) -> None:
     """Train in a child process with one BLAS thread and write the run to ``path`` (module docstring)."""
-    threads = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env = {**os.environ, **{name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
+    # The child imports this very package (not another copy an editable install may point to).
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")]))
     result = subprocess.run(
         [sys.executable, "-m", "derivations.reference.train", json.dumps(settings.as_dict()), str(path)],
-        env={**os.environ, **threads}, capture_output=True, text=True,
+        env=env, capture_output=True, text=True,
     )
     if result.returncode != 0 or not path.exists():
         raise RuntimeError(f"training failed (exit code {result.returncode}):\n{result.stdout}\n{result.stderr}")

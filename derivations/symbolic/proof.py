@@ -61,12 +61,18 @@ class Meaning:
             self.defs[parent] = (indices, _at(definition, point))
         self.outputs = [_at(output, point) for output in op.outputs]
         self._pairing = None
+        self._elements: dict = {}  # a component's meaning, once: formulas mention the same ones many times
         self.inputs = {}
         for _, definition in self.defs.values():
             for symbol in _atoms(definition, sp.MatrixSymbol):
                 self.inputs.setdefault(symbol.name, symbol)
 
     def element(self, e: MatrixElement):
+        if e not in self._elements:
+            self._elements[e] = self._element(e)
+        return self._elements[e]
+
+    def _element(self, e: MatrixElement):
         X = e.parent
         if X in self.defs:
             indices, definition = self.defs[X]
@@ -142,8 +148,12 @@ def _atoms(expr, kind) -> set:
 # ----------------------------------------------------------------------------- cases
 
 
-def cases(lhs, rhs, op: Op, where: tuple = (), when=None, points: list[dict] | None = None) -> Iterator[Case]:
-    """One :class:`Case` for every size of the op and every component of ``lhs``."""
+def cases(lhs, rhs, op: Op, where: tuple = (), when=None, points: list[dict] | None = None,
+          meanings: dict | None = None) -> Iterator[Case]:
+    """One :class:`Case` for every size of the op and every component of ``lhs``.
+
+    ``meanings`` (optional) keeps the :class:`Meaning` of each size between calls for the same
+    op and ``where``: the parts of one claim then share its work (the pairing, each component)."""
     lhs, rhs = _defer_derivatives(sp.sympify(lhs)), _defer_derivatives(sp.sympify(rhs))
     for point in op.points() if points is None else points:
         label = ", ".join(f"{s}={v}" for s, v in point.items())
@@ -153,7 +163,12 @@ def cases(lhs, rhs, op: Op, where: tuple = (), when=None, points: list[dict] | N
                 L, R = op.expand(L, point, where), op.expand(R, point, where)
             if substitution:
                 L, R = L.xreplace(substitution), R.xreplace(substitution)
-            meaning = Meaning(op, point, where)
+            key = (tuple(point.items()), tuple(substitution.items()))
+            meaning = meanings.get(key) if meanings is not None else None
+            if meaning is None:
+                meaning = Meaning(op, point, where)
+                if meanings is not None:
+                    meanings[key] = meaning
             for name, left, right, ranges in _components(L, R, bool(point), when=_at(when, point)):
                 yield Case(f"{label} {name}".strip(), meaning(left), meaning(right), ranges)
 

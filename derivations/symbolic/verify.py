@@ -6,15 +6,20 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
 
+import sympy as sp
+from sympy.matrices.expressions.matexpr import MatrixExpr
+
 from . import CLAIMS, DERIVATIONS, get_item
 from .proof import Case, cases, is_zero
 from .registry import Claim, Derivation
+from .screen import counterexample, screen_sizes
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,10 @@ def verify_claim(item: Claim | Derivation, part: tuple[int, int] | None = None) 
     ``part=(i, n)`` checks only every n-th grid point starting at the i-th, so that one
     item's grid can be shared between processes (see :func:`verify_all`). A claim whose
     formula cannot even be evaluated (a transpose that breaks the shapes) fails too.
+
+    Before any symbolic work, the cases are evaluated at random numbers (:mod:`.screen`): a
+    wrong formula is rejected there with its counterexample, in milliseconds. Only the proof
+    accepts: every case must still reduce to exactly 0.
     """
     start = time.perf_counter()
     points = None
@@ -49,6 +58,10 @@ def verify_claim(item: Claim | Derivation, part: tuple[int, int] | None = None) 
         points = item.op.points()[part[0]::part[1]]
     count = 0
     try:
+        _check_shapes(item)
+        found = _screen(item) if part is None or part[0] == 0 else None
+        if found is not None:
+            return Result(item.id, False, 0, time.perf_counter() - start, found)
         for case in item_cases(item, points):
             count += 1
             if not is_zero(case.actual - case.claimed, case.ranges):
@@ -57,6 +70,58 @@ def verify_claim(item: Claim | Derivation, part: tuple[int, int] | None = None) 
     except Exception as error:  # noqa: BLE001 - any error means "not proven", reported with the claim
         return Result(item.id, False, count, time.perf_counter() - start, f"cannot be checked: {type(error).__name__}: {error}")
     return Result(item.id, True, count, time.perf_counter() - start, "")
+
+
+def _check_shapes(item: Claim | Derivation) -> None:
+    """Raise at once when the two sides of a claim's part do not even have the same shape (the
+    cases would raise the same error, but only on reaching that part)."""
+    if not isinstance(item, Claim):
+        return
+    pairs = zip(item.lhs.args, item.rhs.args) if isinstance(item.lhs, sp.Tuple) and isinstance(item.rhs, sp.Tuple) \
+        else [(item.lhs, item.rhs)]
+    for left, right in pairs:
+        if isinstance(left, MatrixExpr) and isinstance(right, MatrixExpr) and left.shape != right.shape:
+            raise ValueError(f"shapes differ: {left.shape} and {right.shape}")
+
+
+SAMPLE = 3  # components screened per part of a claim or step of a derivation
+
+
+def _screen(item: Claim | Derivation) -> str | None:
+    """The numeric screen's counterexample (see :mod:`.screen`), or None.
+
+    It looks at the op's largest grid size, or at small concrete sizes for an item at symbolic
+    sizes (an identity for all sizes must hold there too), and at a few components of every
+    part or step, taken in turn: a wrong formula shows at once, and a true one costs little
+    before its proof. Whatever the screen cannot write out or evaluate is left to the proof.
+    """
+    try:
+        point = item.op.points()[-1] if item.op.grid else screen_sizes(item)
+        points = [point] if point else None
+        if isinstance(item, Derivation):
+            pairs = [(f"step {p}: ", item.steps[p - 1], item.steps[p], None) for p in range(1, len(item.steps))]
+        elif isinstance(item.lhs, sp.Tuple) and isinstance(item.rhs, sp.Tuple) and len(item.lhs) == len(item.rhs):
+            pairs = [(f"part {p}: ", l, r, item.when) for p, (l, r) in enumerate(zip(item.lhs.args, item.rhs.args))]
+        else:
+            pairs = [("", item.lhs, item.rhs, item.when)]
+        shared: dict = {}  # one meaning per size for all the parts
+        streams = [(label, itertools.islice(cases(l, r, item.op, item.where, when, points, shared), SAMPLE))
+                   for label, l, r, when in pairs]
+        return counterexample(_in_turn(streams), item.id)
+    except Exception:  # noqa: BLE001 - a formula the screen cannot write out is left to the proof
+        return None
+
+
+def _in_turn(streams):
+    """One case from each stream in turn, each relabelled with its part or step, until all run out."""
+    while streams:
+        remaining = []
+        for label, stream in streams:
+            case = next(stream, None)
+            if case is not None:
+                yield case._replace(where=f"{label}{case.where}")
+                remaining.append((label, stream))
+        streams = remaining
 
 
 def _verify_part(task: tuple[str, int, int]) -> Result:
