@@ -32,7 +32,7 @@ import pytest
 
 from conftest import skip_or_fail
 
-pytestmark = pytest.mark.xdist_group("site")
+pytestmark = pytest.mark.xdist_group("layout")  # the built site is shared across workers (conftest built_site)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
