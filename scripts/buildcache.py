@@ -7,6 +7,7 @@ the product's name. Deleting ``.cache/`` gives a cold build.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 from pathlib import Path
@@ -16,16 +17,32 @@ CACHE = ROOT / ".cache" / "build"
 LIBRARIES = ("numpy", "sympy", "matplotlib")
 
 
+@functools.cache
+def _library_versions() -> bytes:
+    """The libraries' versions: they cannot change while this process runs, and asking
+    ``importlib.metadata`` costs milliseconds a call (a warm build asked hundreds of times)."""
+    return "".join(f"{library}=={importlib.metadata.version(library)}" for library in LIBRARIES).encode()
+
+
+_HASHES: dict[tuple, str] = {}
+
+
 def source_hash(*folders: str) -> str:
-    """Hash of every ``.py`` file under ``folders`` (relative to the repo) and the library versions."""
-    digest = hashlib.sha256()
-    for folder in folders:
-        for path in sorted((ROOT / folder).rglob("*.py")):
+    """Hash of every ``.py`` file under ``folders`` (relative to the repo) and the library versions.
+
+    Remembered while no file's size or modification time changes (an edit under ``mkdocs serve``
+    does change it), so the many callers of one build read and hash the sources once.
+    """
+    paths = [path for folder in folders for path in sorted((ROOT / folder).rglob("*.py"))]
+    signature = (folders, tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in paths))
+    if signature not in _HASHES:
+        digest = hashlib.sha256()
+        for path in paths:
             digest.update(str(path.relative_to(ROOT)).encode())
             digest.update(path.read_bytes())
-    for library in LIBRARIES:
-        digest.update(f"{library}=={importlib.metadata.version(library)}".encode())
-    return digest.hexdigest()[:20]
+        digest.update(_library_versions())
+        _HASHES[signature] = digest.hexdigest()[:20]
+    return _HASHES[signature]
 
 
 def path_for(kind: str, key: str, suffix: str) -> Path:
