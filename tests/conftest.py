@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import os
+import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 # One BLAS thread: on a 2-core machine shared by two test workers, threaded BLAS slows small
@@ -24,6 +29,45 @@ def skip_or_fail(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"not skippable in CI: {reason}")
     pytest.skip(reason)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # the tests report what matters
+        pass
+
+
+@contextlib.contextmanager
+def static_server(directory: Path):
+    """Serve ``directory`` on 127.0.0.1 at a free port; yields the base URL (no trailing slash)."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(directory)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+
+
+@contextlib.contextmanager
+def chromium(*extra_args: str):
+    """Debian's Chromium under Playwright's sync API (skipped, or failed under CI, when it is missing)."""
+    if CHROMIUM is None:
+        skip_or_fail("Debian's chromium is not installed (scripts/test installs it where it can)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[*LAUNCH_ARGS, *extra_args])
+        yield browser
+        browser.close()
+
+
+def site_pages(site: Path) -> list[str]:
+    """Every page of a built site, as its folder relative to the site ("." for the home page)."""
+    return sorted(p.relative_to(site).parent.as_posix() for p in site.rglob("index.html"))
 
 
 def mkdocs_build(site: Path, config: Path | None = None) -> subprocess.CompletedProcess:

@@ -10,21 +10,16 @@ Chromium resolves no host name but localhost, so nothing unrouted could leave ei
 
 from __future__ import annotations
 
-import functools
-import http.server
 import re
-import shutil
-import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
-from conftest import skip_or_fail
+from conftest import chromium, site_pages, static_server
 
 pytestmark = pytest.mark.xdist_group("browser")  # the built site is shared across workers (conftest built_site)
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 LOCAL_SCHEMES = {"data", "blob", "about"}
 
@@ -76,40 +71,17 @@ class OffsiteGuard:
         return [entry.rsplit(": ", 1)[1] for entry in self.seen]
 
 
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:  # the test reports what matters
-        pass
-
-
 @pytest.fixture(scope="module")
 def server(built_site: Path):
-    handler = functools.partial(QuietHandler, directory=str(built_site))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with static_server(built_site) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if CHROMIUM is None:
-        skip_or_fail("Debian's chromium is not installed (scripts/test installs it where it can)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-quic",
-                  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"],
-        )
+    # Chromium resolves no host name but localhost: nothing unrouted could leave either.
+    with chromium("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1") as browser:
         yield browser
-        browser.close()
-
-
-def site_pages(site: Path) -> list[str]:
-    return sorted(p.relative_to(site).parent.as_posix() for p in site.rglob("index.html"))
 
 
 def test_every_page_in_a_browser(built_site: Path, server: str, browser) -> None:
@@ -179,11 +151,8 @@ def probe_server(tmp_path_factory):
     """A one-page site of our own, so the guard's control does not depend on the real build."""
     root = tmp_path_factory.mktemp("probe")
     (root / "index.html").write_text('<!doctype html><title>probe</title><img src="https://example.invalid/x.png">')
-    handler = functools.partial(QuietHandler, directory=str(root))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
-    httpd.shutdown()
+    with static_server(root) as url:
+        yield url + "/"
 
 
 def test_the_guard_catches_markup_and_script_initiated_requests(probe_server: str, browser) -> None:

@@ -8,21 +8,17 @@ configuration and hooks, so this does not wait for, or depend on, the chapters.
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import shutil
-import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
-from conftest import DOCS, mkdocs_build, skip_or_fail, write_config
+from conftest import DOCS, chromium, mkdocs_build, static_server, write_config
 
 pytestmark = pytest.mark.xdist_group("exercise-sites")
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
 
@@ -47,32 +43,14 @@ def exercise_site(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(exercise_site: Path):
-    handler = functools.partial(_Quiet, directory=str(exercise_site))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/all/"
-    httpd.shutdown()
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
+    with static_server(exercise_site) as url:
+        yield url + "/all/"
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if CHROMIUM is None:
-        skip_or_fail("Debian's chromium is not installed (scripts/test installs it where it can)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-quic"],
-        )
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 def _open(browser, url: str, **context_options):

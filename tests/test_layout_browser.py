@@ -20,56 +20,34 @@ figure opens in the lightbox, from this site.
 
 from __future__ import annotations
 
-import functools
-import http.server
 import re
-import shutil
-import threading
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from conftest import skip_or_fail
+from conftest import CHROMIUM, LAUNCH_ARGS, chromium, site_pages, skip_or_fail, static_server
 
 pytestmark = pytest.mark.xdist_group("layout")  # the built site is shared across workers (conftest built_site)
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 MIN_TEXT_PX = 8.0
 SCREENS = {"laptop": {"viewport": {"width": 1280, "height": 800}},
            "phone": {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True,
                      "device_scale_factor": 2}}
 SCHEMES = ("light", "dark")
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--no-first-run", "--disable-quic"]
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:  # the test reports what matters
-        pass
 
 
 @pytest.fixture(scope="module")
 def server(built_site: Path):
-    handler = functools.partial(QuietHandler, directory=str(built_site))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with static_server(built_site) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if CHROMIUM is None:
-        skip_or_fail("Debian's chromium is not installed (scripts/test installs it where it can)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 def _guarded_context(browser, remote: list[str], **options):
@@ -84,10 +62,6 @@ def _guarded_context(browser, remote: list[str], **options):
 
     context.route("**/*", route)
     return context
-
-
-def site_pages(site: Path) -> list[str]:
-    return sorted(p.relative_to(site).parent.as_posix() for p in site.rglob("index.html"))
 
 
 # What one page reports: overflow without an affordance, figures, raw TeX, formulas without MathML.
