@@ -34,7 +34,8 @@ def source_hash(*folders: str) -> str:
     does change it), so the many callers of one build read and hash the sources once.
     """
     paths = [path for folder in folders for path in sorted((ROOT / folder).rglob("*.py"))]
-    signature = (folders, tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in paths))
+    stats = [path.stat() for path in paths]
+    signature = (folders, tuple((str(p), st.st_mtime_ns, st.st_size) for p, st in zip(paths, stats)))
     if signature not in _HASHES:
         digest = hashlib.sha256()
         for path in paths:
