@@ -54,6 +54,7 @@ import pageexec  # noqa: E402
 import pageweight  # noqa: E402
 import pageprose  # noqa: E402
 import searchtext  # noqa: E402
+import buildmemo  # noqa: E402
 
 log = logging.getLogger("mkdocs.hooks.verified_backprop")
 
@@ -106,6 +107,9 @@ def _verification_results() -> dict[str, dict]:
 
 
 def on_config(config):
+    # Unchanged pages' search entries and code highlighting are reused (buildmemo).
+    buildmemo.install()
+    buildmemo.new_build()
     _state.clear()
     _state["started"] = time.perf_counter()
     _state["profile"] = {}
@@ -167,6 +171,11 @@ def _start_figures() -> None:
 
 
 def on_env(env, config, files):
+    # The theme's templates compiled once, not at every build (and every `mkdocs serve` rebuild);
+    # Jinja keys each entry on the template's name and source checksum, so an edited template recompiles.
+    from jinja2 import FileSystemBytecodeCache
+
+    env.bytecode_cache = FileSystemBytecodeCache(str(buildcache.path_for("jinja", "x", "").parent))
     if _state.get("figure_thread") is not None:
         _state["figure_thread"].join()
     for failure in _state.get("figure_failures", []):
@@ -396,6 +405,8 @@ def on_post_build(config):
     index = Path(config.site_dir) / "search" / "search_index.json"
     if index.exists():
         searchtext.rewrite_index(index)
+    buildmemo.save()
+    _renderer().save()
     results = _verification_results()
     for claim_id, result in results.items():
         if not result["ok"]:
