@@ -31,6 +31,7 @@ LIBRARIES = ("mkdocs-material", "pymdown-extensions", "pygments", "markdown")
 
 _memo: dict[str, dict] = {"previous": {}, "current": {}}
 _state = {"loaded": False, "misses": 0}
+ORIGINAL: dict = {}  # the wrapped functions, as the libraries define them
 
 
 def _store() -> Path:
@@ -90,6 +91,7 @@ def install() -> None:
     if getattr(SearchIndex, "_verified_backprop_memo", False):
         return
     index_page, highlight = SearchIndex.add_entry_from_context, Highlight.highlight
+    ORIGINAL.update(index_page=index_page, highlight=highlight)
 
     def remembered_index_page(self, page):
         key = _key("search", page.content, page.url, str(page.title), page.meta, _toc(page.toc), self.config)
