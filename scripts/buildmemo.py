@@ -14,6 +14,7 @@ time:
 anything else runs as before. What a build used is kept in memory for the next ``mkdocs serve``
 rebuild and written to ``.cache/build/memo`` (keyed on the versions of the libraries that
 compute it and on this file) for the next build; entries no build used since are dropped.
+:func:`in_process` does the same, in memory only, for the hooks' own last step of each page.
 ``tests/test_buildmemo.py`` checks that a build through the memo writes the same site as a
 build without it, and that an edit is seen.
 """
@@ -31,6 +32,7 @@ LIBRARIES = ("mkdocs-material", "pymdown-extensions", "pygments", "markdown")
 
 _memo: dict[str, dict] = {"previous": {}, "current": {}}
 _state = {"loaded": False, "misses": 0}
+_local: set[str] = set()  # keys kept in memory only (not written by save)
 ORIGINAL: dict = {}  # the wrapped functions, as the libraries define them
 
 
@@ -62,17 +64,32 @@ def save() -> None:
         return
     store = _store()
     partial = store.with_suffix(f".{os.getpid()}.partial")
-    partial.write_text(json.dumps(_memo["current"], ensure_ascii=False), encoding="utf-8")
+    kept = {key: value for key, value in _memo["current"].items() if key not in _local}
+    partial.write_text(json.dumps(kept, ensure_ascii=False), encoding="utf-8")
     partial.replace(store)
 
 
-def _recall(key: str):
+def _recall(key: str, count_miss: bool = True):
     for generation in ("current", "previous"):
         if key in _memo[generation]:
             _memo["current"][key] = value = _memo[generation][key]
             return value
-    _state["misses"] += 1
+    _state["misses"] += count_miss
     return None
+
+
+def in_process(kind: str, key_parts: tuple, compute):
+    """``compute()``'s ``(value, problems)``, remembered for this process under ``key_parts`` while it
+    reports no problem (a page with problems is computed, and its problems reported, every time)."""
+    key = _key(kind, *key_parts)
+    remembered = _recall(key, count_miss=False)
+    if remembered is not None:
+        return remembered
+    value, problems = compute()
+    if not problems:
+        _memo["current"][key] = (value, problems)
+        _local.add(key)
+    return value, problems
 
 
 def _key(*parts) -> str:
