@@ -313,14 +313,15 @@ def on_files(files, config):
             continue
         filled, _ = pageprose.substitute(text, runs)  # errors are reported when the page renders
         title = next((line[2:].strip() for line in text.splitlines() if line.startswith("# ")), file.name)
-        try:
-            nb = chapternotebook.build(filled, title)
+        try:  # the same filled page gives the same notebook (under `mkdocs serve`, most pages are unchanged)
+            notebook, _ = buildmemo.in_process("chapter notebook", (filled, title),
+                                               lambda: (chapternotebook.dumps(chapternotebook.build(filled, title)), []))
         except Exception as error:  # noqa: BLE001 - reported with the page
             log.error("docs/%s: cannot make the chapter notebook: %s", file.src_uri, error)
             continue
         stem = Path(file.src_uri).stem
         target = str(Path(file.dest_uri).parent / f"{stem}.ipynb")
-        files.append(File.generated(config, target, content=chapternotebook.dumps(nb)))
+        files.append(File.generated(config, target, content=notebook))
         _state["notebook_links"][file.src_uri] = f"{stem}.ipynb"
 
     # Figures are drawn by _start_figures (cached under the package hash); MkDocs copies them after on_env.
