@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -46,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 BUDGETS = {"setup": None, "first-page": 30.0, "cold-build": 30.0, "warm-build": 5.0, "edit-refresh": 2.0,
            "verify": 5.0, "tests-cold": 120.0, "tests-warm": 60.0}
+CPU: list[float] = []  # CPU seconds of each run() in turn
 PROFILE = re.compile(r"build finished in .*?; background jobs \(wall\): (?P<jobs>.*?); sessions executed: (?P<sessions>.*)")
 
 
@@ -60,9 +62,14 @@ def fresh_clone(share_venv: bool = True) -> Path:
 
 
 def run(command: list[str], cwd: Path) -> tuple[float, str]:
+    """Run ``command``; return its wall time and output. Its CPU time (user + system, with every
+    process it waited for) is added to ``CPU`` under the command's name, for the report."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     result = subprocess.run(command, cwd=cwd, env=ENV, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     if result.returncode != 0:
         sys.exit(f"{' '.join(command)} failed in {cwd}:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return elapsed, result.stdout + result.stderr
@@ -77,11 +84,15 @@ def measure_builds(runs: int) -> dict[str, list[float]]:
     for _ in range(runs):
         clone = fresh_clone()
         try:
+            load = os.getloadavg()[0]
             seconds, log = run(mkdocs(clone), clone)
             cold.append(seconds)
+            print(f"  cold build: {seconds:.1f} s wall, {CPU[-1]:.1f} s CPU (all processes; {CPU[-1] / seconds:.2f} "
+                  f"cores busy on average; load average before it {load:.1f})", flush=True)
             profiles.append(next((m.group(0) for m in PROFILE.finditer(log)), "no profile line"))
             for _ in range(2):
                 warm.append(run(mkdocs(clone), clone)[0])
+                print(f"  warm build: {warm[-1]:.1f} s wall, {CPU[-1]:.1f} s CPU", flush=True)
         finally:
             shutil.rmtree(clone, ignore_errors=True)
     print("  cold build profiles (wall time of each background job; sessions executed):")
@@ -140,8 +151,10 @@ def measure_serve(runs: int) -> dict[str, list[float]]:
 def measure_verify(runs: int) -> dict[str, list[float]]:
     clone = fresh_clone()
     try:
-        return {"verify": [run([str(clone / ".venv" / "bin" / "python"), "-m", "derivations", "verify"], clone)[0]
-                           for _ in range(runs)]}
+        times = [run([str(clone / ".venv" / "bin" / "python"), "-m", "derivations", "verify"], clone)[0]
+                 for _ in range(runs)]
+        print(f"  verify: CPU {', '.join(f'{c:.1f}' for c in CPU[-runs:])} s (2 worker processes)")
+        return {"verify": times}
     finally:
         shutil.rmtree(clone, ignore_errors=True)
 
@@ -154,6 +167,8 @@ def measure_tests(runs: int) -> dict[str, list[float]]:
         try:
             cold.append(run(pytest, clone)[0])
             warm.append(run(pytest, clone)[0])
+            print(f"  tests: cold {cold[-1]:.0f} s wall, {CPU[-2]:.0f} s CPU; warm {warm[-1]:.0f} s wall, {CPU[-1]:.0f} s CPU",
+                  flush=True)
         finally:
             shutil.rmtree(clone, ignore_errors=True)
     return {"tests-cold": cold, "tests-warm": warm}

@@ -16,7 +16,8 @@ names nothing and a false check are errors naming the page line and the exercise
 ``VB_EXTRA_EXERCISES=/path/to/module.py`` adds that module's ``EXERCISES`` to the registry: the
 tests use it to build a small site with deliberately broken entries.
 
-``python scripts/exercisesmd.py run <out.pickle>`` is the worker. Nothing here imports MkDocs.
+``python scripts/exercisesmd.py run package|extra <out.pickle>`` is the worker (the package's exercises, or only
+``$VB_EXTRA_EXERCISES``'s). Nothing here imports MkDocs.
 """
 
 from __future__ import annotations
@@ -110,45 +111,56 @@ def index_markdown(placed: dict[str, str], page_src: str) -> tuple[str, list[str
 # ----------------------------------------------------------------------------- running them (cached)
 
 
-def cache_key() -> str:
+def cache_key(extra: bool = False) -> str:
+    """The key of the package's exercises' run; with ``extra``, of ``$VB_EXTRA_EXERCISES``'s run
+    (which also depends on that file)."""
     digest = hashlib.sha256()
     digest.update(buildcache.source_hash("derivations").encode())
     for data in sorted((buildcache.ROOT / "derivations" / "exercises" / "data").glob("*")):
         digest.update(data.name.encode() + data.read_bytes())  # the language model's text
     digest.update(Path(__file__).read_bytes())
     digest.update(sys.version.encode())
-    extra = os.environ.get(EXTRA)
     if extra:
-        digest.update(Path(extra).read_bytes())
+        digest.update(b"extra:" + Path(os.environ[EXTRA]).read_bytes())
     return digest.hexdigest()[:24]
 
 
 def prepare() -> dict:
-    """Every exercise's outcome, ``{id: Outcome}``: from the cache, or run in a child process once."""
-    with _lock:
-        key = cache_key()
-        if _prepared.get("key") == key:
-            return _prepared["outcomes"]
-        target = buildcache.path_for("pages", f"exercises-{key}", ".pickle")
-        import fcntl
+    """Every exercise's outcome, ``{id: Outcome}``: from the cache, or run in a child process once.
 
-        with open(target.with_suffix(".lock"), "w") as lock:  # across processes: build and test workers
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if target.exists():
-                outcomes = pickle.loads(target.read_bytes())
-            else:
-                outcomes = _run_in_child(target)
-        _prepared.update(key=key, outcomes=outcomes)
+    The package's exercises and a test's extra ones (``$VB_EXTRA_EXERCISES``) are run and cached
+    apart, so a test adding broken exercises runs only those.
+    """
+    with _lock:
+        sets = ["package"] + (["extra"] if os.environ.get(EXTRA) else [])
+        keys = [cache_key(extra=which == "extra") for which in sets]
+        if _prepared.get("keys") == keys:
+            return _prepared["outcomes"]
+        outcomes = {}
+        for which, key in zip(sets, keys):
+            outcomes.update(_outcomes(which, key))
+        _prepared.update(keys=keys, outcomes=outcomes)
         return outcomes
 
 
-def _run_in_child(target: Path) -> dict:
+def _outcomes(which: str, key: str) -> dict:
+    import fcntl
+
+    target = buildcache.path_for("pages", f"exercises-{key}", ".pickle")
+    with open(target.with_suffix(".lock"), "w") as lock:  # across processes: build and test workers
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.exists():
+            return pickle.loads(target.read_bytes())
+        return _run_in_child(target, which)
+
+
+def _run_in_child(target: Path, which: str) -> dict:
     partial = target.with_suffix(f".{os.getpid()}.partial")
     root = buildcache.ROOT
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH", "")]))
-    child = subprocess.run([sys.executable, str(Path(__file__).resolve()), "run", str(partial)], cwd=root, env=env,
-                           capture_output=True, text=True)
+    child = subprocess.run([sys.executable, str(Path(__file__).resolve()), "run", which, str(partial)], cwd=root,
+                           env=env, capture_output=True, text=True)
     if child.returncode != 0 or not partial.exists():
         partial.unlink(missing_ok=True)
         return {"": f"running the exercises crashed:\n{child.stdout}\n{child.stderr}"}
@@ -161,12 +173,14 @@ def _run_in_child(target: Path) -> dict:
 
 
 def _main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[1] != "run":
+    if len(argv) != 4 or argv[1] != "run" or argv[2] not in ("package", "extra"):
         print(__doc__, file=sys.stderr)
         return 2
+    from derivations.exercises import EXERCISES
     from derivations.exercises.run import run_all
 
-    Path(argv[2]).write_bytes(pickle.dumps(run_all(registry()), protocol=5))
+    exercises = list(EXERCISES) if argv[2] == "package" else registry()[len(EXERCISES):]
+    Path(argv[3]).write_bytes(pickle.dumps(run_all(exercises), protocol=5))
     return 0
 
 

@@ -54,6 +54,7 @@ import pageexec  # noqa: E402
 import pageweight  # noqa: E402
 import pageprose  # noqa: E402
 import searchtext  # noqa: E402
+import buildmemo  # noqa: E402
 
 log = logging.getLogger("mkdocs.hooks.verified_backprop")
 
@@ -105,7 +106,33 @@ def _verification_results() -> dict[str, dict]:
 # ----------------------------------------------------------------------------- hooks
 
 
+def on_startup(command, dirty):
+    if command == "serve":
+        _poll_faster()
+
+
+def _poll_faster(interval: float = 0.1) -> None:
+    """`mkdocs serve` looks for edited files every 0.5 s (``LiveReloadServer``'s default
+    ``polling_interval``, which its command line does not expose), a quarter of the 2 s an
+    edit may take to show; every 0.1 s costs a few stat calls more. Called before the server
+    is made (``on_startup``)."""
+    from mkdocs.livereload import LiveReloadServer
+
+    if getattr(LiveReloadServer, "_verified_backprop_interval", None) == interval:
+        return
+    make = LiveReloadServer.__init__
+
+    def faster(self, *args, polling_interval: float = interval, **kwargs):
+        make(self, *args, polling_interval=polling_interval, **kwargs)
+
+    LiveReloadServer.__init__ = faster
+    LiveReloadServer._verified_backprop_interval = interval
+
+
 def on_config(config):
+    # Unchanged pages' search entries and code highlighting are reused (buildmemo).
+    buildmemo.install()
+    buildmemo.new_build()
     _state.clear()
     _state["started"] = time.perf_counter()
     _state["profile"] = {}
@@ -167,6 +194,11 @@ def _start_figures() -> None:
 
 
 def on_env(env, config, files):
+    # The theme's templates compiled once, not at every build (and every `mkdocs serve` rebuild);
+    # Jinja keys each entry on the template's name and source checksum, so an edited template recompiles.
+    from jinja2 import FileSystemBytecodeCache
+
+    env.bytecode_cache = FileSystemBytecodeCache(str(buildcache.path_for("jinja", "x", "").parent))
     if _state.get("figure_thread") is not None:
         _state["figure_thread"].join()
     for failure in _state.get("figure_failures", []):
@@ -281,14 +313,15 @@ def on_files(files, config):
             continue
         filled, _ = pageprose.substitute(text, runs)  # errors are reported when the page renders
         title = next((line[2:].strip() for line in text.splitlines() if line.startswith("# ")), file.name)
-        try:
-            nb = chapternotebook.build(filled, title)
+        try:  # the same filled page gives the same notebook (under `mkdocs serve`, most pages are unchanged)
+            notebook, _ = buildmemo.in_process("chapter notebook", (filled, title),
+                                               lambda: (chapternotebook.dumps(chapternotebook.build(filled, title)), []))
         except Exception as error:  # noqa: BLE001 - reported with the page
             log.error("docs/%s: cannot make the chapter notebook: %s", file.src_uri, error)
             continue
         stem = Path(file.src_uri).stem
         target = str(Path(file.dest_uri).parent / f"{stem}.ipynb")
-        files.append(File.generated(config, target, content=chapternotebook.dumps(nb)))
+        files.append(File.generated(config, target, content=notebook))
         _state["notebook_links"][file.src_uri] = f"{stem}.ipynb"
 
     # Figures are drawn by _start_figures (cached under the package hash); MkDocs copies them after on_env.
@@ -362,33 +395,47 @@ def _with_download_link(markdown: str, href: str) -> str:
 
 def on_post_page(output, page, config):
     _renderer()
+    src = page.file.src_uri
+    if src.endswith(".ipynb"):  # writes the notebook's shared stylesheet into the site: always run
+        output, problems = _finish_page(output, page, config)
+    else:  # the same HTML, source and figures give the same page: an unchanged page under `mkdocs serve`
+        source = Path(page.file.abs_src_path).read_text(encoding="utf-8") if page.file.abs_src_path else None
+        key = (output, src, source, _state["package_hash"], _state["figure_names"], src in _state.get("prose_failed", ()))
+        output, problems = buildmemo.in_process("finished page", key, lambda: _finish_page(output, page, config))
+    for problem in problems:
+        log.error("%s", problem)
+    return output
+
+
+def _finish_page(output: str, page, config) -> tuple[str, list[str]]:
+    """The built page with its figures, notebook parts and math in place, checked, slimmed; and the
+    problems found, each naming the page."""
+    src = page.file.src_uri
+    problems: list[str] = []
     # Each figure as its light and dark drawing (and phone layout), opening in the lightbox; here, not
     # in on_page_content, because the figures are drawn while the pages render (on_env waits for them).
     output, errors = figurepage.expand(output, _state["drawings"])
-    for error in errors:
-        log.error("docs/%s: %s", page.file.src_uri, error)
-    if page.file.src_uri.endswith(".ipynb"):
+    problems += [f"docs/{src}: {error}" for error in errors]
+    if src.endswith(".ipynb"):
         try:
             output = notebookpage.strip_remote_loaders(output)
         except ValueError as error:
-            log.error("docs/%s: %s", page.file.src_uri, error)
+            problems.append(f"docs/{src}: {error}")
         output = notebookpage.share_styles(output, config.site_dir, page.url)
-        output = notebookpage.with_download_link(output, Path(page.file.src_uri).name)
+        output = notebookpage.with_download_link(output, Path(src).name)
         output, errors = claimsmd.expand_html(output, page.url, renderer=_state["renderer"])
-        for error in errors:
-            log.error("docs/%s: %s", page.file.src_uri, error)
+        problems += [f"docs/{src}: {error}" for error in errors]
     source = Path(page.file.abs_src_path).read_text(encoding="utf-8") if page.file.abs_src_path else None
-    if page.file.src_uri.endswith(".ipynb"):
-        source = Path(config.docs_dir, page.file.src_uri).read_text(encoding="utf-8")
+    if src.endswith(".ipynb"):
+        source = Path(config.docs_dir, src).read_text(encoding="utf-8")
     output, errors = mathrender.render_page(output, _state["renderer"], source)
     for error in errors:
-        where = f"docs/{page.file.src_uri}" + (f":{error.line}" if error.line else " (formula not in the source: from a claim?)")
-        log.error("%s: KaTeX cannot render %r: %s", where, error.tex, error.message)
-    if not errors and page.file.src_uri not in _state.get("prose_failed", ()):  # else reported already
-        for snippet in htmlcheck.raw_source(output):
-            log.error("docs/%s: raw TeX or an unexpanded marker would reach readers: ...%s...",
-                      page.file.src_uri, snippet)
-    return pageweight.slim(mathrender.compact_styles(output))
+        where = f"docs/{src}" + (f":{error.line}" if error.line else " (formula not in the source: from a claim?)")
+        problems.append(f"{where}: KaTeX cannot render {error.tex!r}: {error.message}")
+    if not errors and src not in _state.get("prose_failed", ()):  # else reported already
+        problems += [f"docs/{src}: raw TeX or an unexpanded marker would reach readers: ...{snippet}..."
+                     for snippet in htmlcheck.raw_source(output)]
+    return pageweight.slim(mathrender.compact_styles(output)), problems
 
 
 @event_priority(-100)  # after the search plugin has written its index
@@ -396,6 +443,8 @@ def on_post_build(config):
     index = Path(config.site_dir) / "search" / "search_index.json"
     if index.exists():
         searchtext.rewrite_index(index)
+    buildmemo.save()
+    _renderer().save()
     results = _verification_results()
     for claim_id, result in results.items():
         if not result["ok"]:

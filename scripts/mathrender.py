@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -41,31 +42,59 @@ class MathError:
 
 
 class KatexRenderer:
-    """A long-lived Node process rendering TeX; results are memoised per formula."""
+    """A long-lived Node process rendering TeX; results are memoised per formula.
 
-    def __init__(self) -> None:
-        node = shutil.which("node")
-        if node is None:
+    With ``store`` (a JSON file), the memo is read from it at start and :meth:`save` writes it
+    back, so a build renders only the formulas no build has rendered before; Node is started only
+    when a formula is not in the memo. The build keys the file on the KaTeX version and this
+    renderer's script (:func:`store_path`).
+    """
+
+    def __init__(self, store: Path | None = None) -> None:
+        if shutil.which("node") is None:
             raise RuntimeError("node not found: the build renders math with Node 18+ (see README)")
         if not KATEX_DIST.exists():
             raise RuntimeError(f"{KATEX_DIST} missing: run `npm ci` (the README's commands do)")
-        self._process = subprocess.Popen(
-            [node, str(NODE_SCRIPT)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
-        )
-        self._memo: dict[tuple[str, bool], dict] = {}
+        self._process: subprocess.Popen | None = None
+        self._store = store
+        self._memo: dict[str, dict] = {}
+        if store is not None and store.exists():
+            try:
+                self._memo = json.loads(store.read_text(encoding="utf-8"))
+            except ValueError:  # a torn or foreign file: render afresh
+                self._memo = {}
+        self._saved = len(self._memo)
+
+    def _node(self) -> subprocess.Popen:
+        if self._process is None or self._process.poll() is not None:
+            self._process = subprocess.Popen(
+                [shutil.which("node"), str(NODE_SCRIPT)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                text=True, bufsize=1)
+        return self._process
 
     def render(self, tex: str, display: bool) -> dict:
         """``{"html": ...}`` or ``{"error": ...}`` for one formula."""
-        key = (tex, display)
+        key = ("D" if display else "I") + tex
         if key not in self._memo:
-            assert self._process.stdin and self._process.stdout
-            self._process.stdin.write(json.dumps({"tex": tex, "display": display}) + "\n")
-            self._process.stdin.flush()
-            self._memo[key] = json.loads(self._process.stdout.readline())
+            process = self._node()
+            assert process.stdin and process.stdout
+            process.stdin.write(json.dumps({"tex": tex, "display": display}) + "\n")
+            process.stdin.flush()
+            self._memo[key] = json.loads(process.stdout.readline())
         return self._memo[key]
 
+    def save(self) -> None:
+        """Write the memo to the store, if it has grown."""
+        if self._store is None or len(self._memo) == self._saved:
+            return
+        partial = self._store.with_suffix(f".{os.getpid()}.partial")
+        partial.write_text(json.dumps(self._memo, ensure_ascii=False), encoding="utf-8")
+        partial.replace(self._store)
+        self._saved = len(self._memo)
+
     def close(self) -> None:
-        if self._process.poll() is None:
+        self.save()
+        if self._process is not None and self._process.poll() is None:
             self._process.stdin.close()
             self._process.wait(timeout=10)
 
@@ -76,15 +105,26 @@ class KatexRenderer:
         self.close()
 
 
+def store_path() -> Path:
+    """Where the build keeps its renderings: keyed on the KaTeX version and the Node script."""
+    import hashlib
+
+    import buildcache
+
+    katex = json.loads((KATEX_DIST.parent / "package.json").read_text(encoding="utf-8"))["version"]
+    key = hashlib.sha256(NODE_SCRIPT.read_bytes() + katex.encode()).hexdigest()[:16]
+    return buildcache.path_for("katex", f"formulas-{key}", ".json")
+
+
 _SHARED: KatexRenderer | None = None
 
 
 def shared_renderer() -> KatexRenderer:
-    """One renderer for the life of the process: under ``mkdocs serve`` its memo makes a rebuild
-    render only the formulas that changed."""
+    """One renderer for the life of the process (its memo makes a ``mkdocs serve`` rebuild render
+    only the formulas that changed), its memo kept in the build cache between builds."""
     global _SHARED
-    if _SHARED is None or _SHARED._process.poll() is not None:
-        _SHARED = KatexRenderer()
+    if _SHARED is None:
+        _SHARED = KatexRenderer(store_path())
     return _SHARED
 
 

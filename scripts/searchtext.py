@@ -5,14 +5,22 @@ index holds arithmatex's TeX (``\\(\\frac{\\partial L}{\\partial V}\\)``), which
 would show raw. After the plugin has written ``search/search_index.json``, every formula in
 it is rewritten as Unicode text with pylatexenc (``∂L/∂V``), and the words of a formula
 become searchable like any other.
+
+Readings are remembered: in this process (``mkdocs serve`` rebuilds) and in
+``.cache/build/search`` under the pylatexenc version and this file's hash, so a build reads the
+formulas it has read before instead of parsing them again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
+import os
 import re
 from pathlib import Path
+
+_readings: dict[str, str | None] = {}  # formula -> its Unicode reading; None: pylatexenc cannot read it
 
 # arithmatex's delimiters on pages, and the $..$ / $$..$$ of notebook Markdown cells
 FORMULA = re.compile(r"\\\((.+?)\\\)|\\\[(.+?)\\\]|\$\$(.+?)\$\$|(?<![\\$])\$(?!\s)(.+?)(?<![\s\\])\$", re.DOTALL)
@@ -30,11 +38,13 @@ def readable(text: str, converter=None) -> str:
 
     def replace(match: re.Match) -> str:
         tex = html.unescape(next(group for group in match.groups() if group is not None))
-        try:
-            plain = converter.latex_to_text(tex)
-        except Exception:  # noqa: BLE001 - a formula pylatexenc cannot read stays as it was
-            return match.group(0)
-        return html.escape(" ".join(plain.split()), quote=False)
+        if tex not in _readings:
+            try:
+                _readings[tex] = " ".join(converter.latex_to_text(tex).split())
+            except Exception:  # noqa: BLE001 - a formula pylatexenc cannot read stays as it was
+                _readings[tex] = None
+        plain = _readings[tex]
+        return match.group(0) if plain is None else html.escape(plain, quote=False)
 
     return FORMULA.sub(replace, text)
 
@@ -43,6 +53,10 @@ def rewrite_index(path: Path) -> int:
     """Rewrite the search index at ``path`` in place; return how many entries changed."""
     index = json.loads(path.read_text(encoding="utf-8"))
     converter = _converter()
+    stored = _stored_readings()
+    if stored.exists() and not _readings:
+        _readings.update(json.loads(stored.read_text(encoding="utf-8")))
+    known = len(_readings)
     changed = 0
     for doc in index.get("docs", []):
         for field in ("title", "text"):
@@ -52,4 +66,17 @@ def rewrite_index(path: Path) -> int:
                 doc[field] = after
                 changed += 1
     path.write_text(json.dumps(index, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
+    if len(_readings) != known or not stored.exists():
+        partial = stored.with_suffix(f".{os.getpid()}.partial")
+        partial.write_text(json.dumps(_readings, ensure_ascii=False, sort_keys=True), encoding="utf-8")
+        partial.replace(stored)
     return changed
+
+
+def _stored_readings() -> Path:
+    from importlib.metadata import version
+
+    import buildcache
+
+    key = hashlib.sha256(Path(__file__).read_bytes() + version("pylatexenc").encode()).hexdigest()[:16]
+    return buildcache.path_for("search", f"readings-{key}", ".json")

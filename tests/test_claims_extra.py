@@ -80,3 +80,16 @@ def test_heads_in_the_wrong_order_are_rejected() -> None:
     assert verify_claim(replace(claim, rhs=same_order(grad(layers.Cat), layers.heads))).ok
     result = verify_claim(replace(claim, rhs=ReversedSplit(grad(layers.Cat), layers.heads)))
     assert not result.ok and result.detail.startswith("differs at"), result.detail
+
+
+def test_the_whole_run_proves_first_and_reports_a_failure_in_numbers() -> None:
+    """``verify_all`` (the build's and the command's run) skips the screen for items that hold,
+    and still rejects a wrong one: proven wrong, then given the screen's numeric counterexample."""
+    from derivations.symbolic.verify import _proven_then_screened
+
+    claim = get_claim("softmax.vjp")
+    assert _proven_then_screened(claim).ok
+    whole = _proven_then_screened(replace(claim, rhs=shifted(claim.rhs)))
+    parts = [_proven_then_screened(replace(claim, rhs=shifted(claim.rhs)), (k, 2)) for k in range(2)]
+    for result in [whole, *parts]:
+        assert not result.ok and "numeric screen" in result.detail, result.detail
