@@ -12,8 +12,9 @@ On every page, in every combination:
   it rendered it at), and exactly one of its light and dark drawings is displayed, the one of the
   scheme;
 - no raw TeX reaches the text, and every formula carries its MathML;
-- Material picks the light scheme when the system prefers it (and the dark one when it prefers
-  dark, on one page with figures per screen);
+- Material picks the light scheme when the system prefers it (on the first page, with fresh
+  storage; the other pages keep the scheme Material stored), and the dark one when the system
+  prefers dark (on one page with figures per screen, in a context of its own);
 - no console error, no uncaught error, no failed request, no HTTP error; and no request leaves
   localhost, whether the markup or a script makes it (conftest's ``OffsiteGuard``, with its
   control here).
@@ -222,7 +223,7 @@ async def _inspect_screen(browser, server: str, pages: list[str], screen: str,
 
 async def _dark_system_gets_the_dark_scheme(browser, server: str, screen: str) -> list[str]:
     """Material picks its dark scheme when the system prefers dark (the palette's media query).
-    (The light one, when the system prefers light, the sweep sees on every page.)"""
+    (The light one, when the system prefers light, the sweep sees on its first page.)"""
     context = await browser.new_context(color_scheme="dark", service_workers="block", **SCREENS[screen])
     guard = OffsiteGuard()
     await guard.attach(context)
@@ -280,10 +281,10 @@ def test_every_page_at_both_widths_in_both_schemes(built_site: Path, server: str
             name = Path(urlparse(figure["src"]).path).stem.removesuffix("-dark")
             if figure["screen"] == "phone" and name in NARROW:
                 problems.append(f"{figure['label']}: the phone got {name}, not its narrow layout")
+    assert not problems, "\n".join(problems)
     from derivations.figures import FIGURES
 
     assert shown["laptop"] >= 2 * len(FIGURES) and shown["phone"] >= 2 * len(FIGURES), shown
-    assert not problems, "\n".join(problems)
 
 
 def test_search_finds_words_after_punctuation(server: str, browser) -> None:
