@@ -219,9 +219,10 @@ EVERY_CHOICE = """() => {
       radio.scrollIntoView({block: "center"});
       const box = radio.getBoundingClientRect();
       const hit = document.elementFromPoint(box.x + box.width / 2, box.y + box.height / 2);
-      if (!box.width || !box.height || !(hit === radio || radio.closest("label").contains(hit)))
-        failures.push(`${id}: option ${radio.value} cannot be clicked (${box.width}x${box.height}, ` +
-                      `covered by ${hit && hit.outerHTML.slice(0, 80)})`);
+      const shown = box.width && box.height && radio.checkVisibility({visibilityProperty: true});
+      if (!shown || !(hit === radio || radio.closest("label").contains(hit)))
+        failures.push(`${id}: option ${radio.value} cannot be clicked: ` +
+                      (shown ? `covered by ${hit && hit.outerHTML.slice(0, 80)}` : "not shown"));
     }
     for (const [pick, expected] of [[(right + 1) % radios.length, "Not quite."], [right, "Correct."]]) {
       radios[pick].click();
