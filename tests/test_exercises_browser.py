@@ -25,8 +25,10 @@ pytestmark = pytest.mark.xdist_group("exercise-sites")
 
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True, "device_scale_factor": 3}
 # Resolves once the transitions running in an element, or under it, have ended (Material's buttons
-# fade their colours): colours read after it are the ones that stay.
-TRANSITIONS_DONE = "e => Promise.allSettled(e.getAnimations({subtree: true}).map(a => a.finished))"
+# fade their colours): colours read after it are the ones that stay. (At most 5 s: an animation that
+# never ends must not hang the test.)
+TRANSITIONS_DONE = """e => Promise.race([Promise.allSettled(e.getAnimations({subtree: true}).map(a => a.finished)),
+                                 new Promise(done => setTimeout(done, 5000))])"""
 
 
 @pytest.fixture(scope="module")
