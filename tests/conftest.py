@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import http.server
+import inspect
 import os
+import re
 import shutil
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from urllib.parse import urlparse
 
 # One BLAS thread: on a 2-core machine shared by two test workers, threaded BLAS slows small
 # matrix products by orders of magnitude. Must be set before NumPy is imported.
@@ -32,8 +36,11 @@ def skip_or_fail(reason: str) -> None:
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# The last one: Chromium resolves no host name but localhost, so a request that slipped past
+# OffsiteGuard's nets could not leave either.
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--no-first-run", "--disable-quic"]
+               "--disable-sync", "--no-first-run", "--disable-quic",
+               "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"]
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -63,6 +70,92 @@ def chromium(*extra_args: str):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[*LAUNCH_ARGS, *extra_args])
         yield browser
         browser.close()
+
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+LOCAL_SCHEMES = {"data", "blob", "about"}
+# What the guard's routers send to Python: every URL but the test servers' own, which this prefix
+# alone shows to be local. The driver matches it, so the hundreds of requests for the site's own
+# files do not each make a round trip to Python; Python decides the rest with ``is_local``.
+MAYBE_OFFSITE = re.compile(r"^(?!http://127\.0\.0\.1:\d+/)")
+
+
+def is_local(url: str) -> bool:
+    parsed = urlparse(url)
+    return parsed.scheme in LOCAL_SCHEMES or parsed.hostname in LOCAL_HOSTS
+
+
+class OffsiteGuard:
+    """Aborts and records every request of a browser context that is not for localhost.
+
+    Three nets: the context's router (HTTP from pages and workers, aborted), its WebSocket router
+    (closed), and its request events (anything the router might not have been asked about). The
+    guard works on the whole context, so it also sees what scripts start after a page has loaded
+    (fetch, XHR, WebSocket, beacons, dynamic imports, workers, prefetch links): Material's bundle
+    could load a polyfill or Mermaid from a CDN in some browsers, which a scan of the HTML would
+    never show. Open contexts with ``service_workers="block"`` (a service worker's requests would
+    bypass routing). ``page`` says which site page is open, for the report.
+
+    For Playwright's sync and async APIs alike: ``guard.attach(context)``, awaited under the async
+    API (the handlers return what Playwright's calls return, which Playwright awaits when needed).
+    """
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.page = "?"
+
+    def attach(self, context):
+        context.on("request", self._request)
+        routes = [context.route(MAYBE_OFFSITE, self._route), context.route_web_socket(MAYBE_OFFSITE, self._socket)]
+        return asyncio.gather(*routes) if inspect.isawaitable(routes[0]) else None
+
+    def _record(self, kind: str, url: str) -> None:
+        entry = f"{self.page}: {kind} leaving localhost: {url}"
+        if entry not in self.seen:
+            self.seen.append(entry)
+
+    def _route(self, route, request):
+        if is_local(request.url):
+            return route.continue_()
+        self._record(request.resource_type, request.url)
+        return route.abort()
+
+    def _socket(self, socket):
+        if is_local(socket.url):
+            return socket.connect_to_server()
+        self._record("websocket", socket.url)
+        return socket.close()
+
+    def _request(self, request) -> None:
+        if not is_local(request.url):
+            self._record(request.resource_type, request.url)
+
+    def urls(self) -> list[str]:
+        return [entry.rsplit(": ", 1)[1] for entry in self.seen]
+
+
+class PageWatch:
+    """What goes wrong in a page while it loads and runs: console errors, uncaught errors, failed
+    requests and HTTP errors, each under ``label`` (the site page open at the time); and which of
+    its requests are still in flight. For the sync and async APIs alike."""
+
+    def __init__(self, page, label: str = "?") -> None:
+        self.label = label
+        self.problems: list[str] = []
+        self.in_flight: set = set()
+        page.on("console", lambda msg: msg.type == "error" and self._add(f"console: {msg.text}"))
+        page.on("pageerror", lambda error: self._add(f"page error: {error}"))
+        page.on("request", lambda request: self.in_flight.add(request))
+        page.on("requestfinished", lambda request: self.in_flight.discard(request))
+        page.on("requestfailed", self._failed)
+        page.on("response", lambda res: res.status >= 400 and self._add(f"HTTP {res.status}: {res.url}"))
+
+    def _add(self, problem: str) -> None:
+        self.problems.append(f"{self.label}: {problem}")
+
+    def _failed(self, request) -> None:
+        self.in_flight.discard(request)
+        self._add(f"failed: {request.url} {request.failure}")
 
 
 def site_pages(site: Path) -> list[str]:

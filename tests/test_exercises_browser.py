@@ -3,7 +3,11 @@ for every numeric and every multiple-choice exercise; the tolerance is the state
 are remembered; the page works in both colour schemes and on a 390 px phone; nothing leaves localhost.
 
 The site is a small one (the exercises page, the home page, the claims page) built with the real
-configuration and hooks, so this does not wait for, or depend on, the chapters.
+configuration and hooks, so this does not wait for, or depend on, the chapters. Its page of every
+exercise loads three times (1.2 MB): once for the tests that only read it or answer on it, once with
+the system in the dark scheme (which also serves the remembered answers: fresh storage), once on a
+phone. Each kind of check is done once with Playwright's own typing, clicking or tapping, and for
+every exercise in one round trip into the page.
 """
 
 from __future__ import annotations
@@ -11,15 +15,20 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from urllib.parse import urlparse
+from typing import NamedTuple
 
 import pytest
 
-from conftest import DOCS, chromium, mkdocs_build, static_server, write_config
+from conftest import DOCS, OffsiteGuard, PageWatch, chromium, mkdocs_build, static_server, write_config
 
 pytestmark = pytest.mark.xdist_group("exercise-sites")
 
-LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True, "device_scale_factor": 3}
+# Resolves once the transitions running in an element, or under it, have ended (Material's buttons
+# fade their colours): colours read after it are the ones that stay. (At most 5 s: an animation that
+# never ends must not hang the test.)
+TRANSITIONS_DONE = """e => Promise.race([Promise.allSettled(e.getAnimations({subtree: true}).map(a => a.finished)),
+                                 new Promise(done => setTimeout(done, 5000))])"""
 
 
 @pytest.fixture(scope="module")
@@ -53,24 +62,64 @@ def browser():
         yield browser
 
 
-def _open(browser, url: str, **context_options):
-    """A page at ``url`` whose every request that leaves localhost, console error or page error is recorded."""
-    context = browser.new_context(**context_options)
+class Opened(NamedTuple):
+    """A page of its own browser context, with what goes wrong in it (``problems()``)."""
+    context: object
+    page: object
+    watch: PageWatch
+    guard: OffsiteGuard
+
+    def problems(self) -> list[str]:
+        return self.watch.problems + self.guard.seen
+
+    def forget_problems(self) -> None:
+        self.watch.problems.clear()
+        self.guard.seen.clear()
+
+
+def _open(browser, url: str, **context_options) -> Opened:
+    """The page at ``url`` in a context of its own: every request that leaves localhost, console
+    error, page error, failed request and HTTP error is recorded."""
+    context = browser.new_context(service_workers="block", **context_options)
+    guard = OffsiteGuard()
+    guard.attach(context)
     page = context.new_page()
-    problems: list[str] = []
+    guard.page = "/all/"
+    watch = PageWatch(page, label="/all/")
+    page.goto(url, wait_until="load")
+    return Opened(context, page, watch, guard)
 
-    def route(route_, request):
-        if urlparse(request.url).hostname not in LOCAL_HOSTS and not request.url.startswith(("data:", "blob:")):
-            problems.append(f"request leaving localhost: {request.url}")
-            return route_.abort()
-        return route_.continue_()
 
-    page.route("**/*", route)
-    page.on("console", lambda msg: msg.type == "error" and problems.append(f"console: {msg.text}"))
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on("requestfailed", lambda req: problems.append(f"failed: {req.url} {req.failure}"))
-    page.goto(url, wait_until="networkidle")
-    return context, page, problems
+@pytest.fixture(scope="module")
+def shared(server: str, browser):
+    """One page for the tests to whom what other tests typed or picked there does not matter."""
+    opened = _open(browser, server, color_scheme="light")
+    yield opened
+    opened.context.close()
+
+
+@pytest.fixture
+def opened(shared: Opened):
+    """The shared page. A test answers for the problems recorded since the previous one ended (the
+    first, also for the page's load)."""
+    yield shared
+    shared.forget_problems()
+
+
+@pytest.fixture(scope="module")
+def shared_dark(server: str, browser):
+    opened = _open(browser, server, color_scheme="dark")
+    yield opened
+    opened.context.close()
+
+
+@pytest.fixture
+def dark(shared_dark: Opened):
+    """A page of a fresh context whose system prefers the dark scheme. Fresh storage: nothing is
+    remembered as solved in it but what its tests answer (the feedback test: ``flow.clip`` only).
+    Problems as for ``opened``."""
+    yield shared_dark
+    shared_dark.forget_problems()
 
 
 def _feedback_after(page, part, text: str) -> str:
@@ -83,15 +132,14 @@ def _typed(values) -> str:
     return ", ".join(repr(float(v)) for v in values)
 
 
-def test_every_exercise_sits_whole_in_the_page(server: str, browser) -> None:
+def test_every_exercise_sits_whole_in_the_page(opened: Opened) -> None:
     """Each exercise is inside the article, and its collapsed answer holds the worked solution's code."""
-    context, page, problems = _open(browser, server)
+    page = opened.page
     misplaced = page.evaluate("""() => [...document.querySelectorAll('.exercise')]
         .filter(e => !e.closest('article') || !e.querySelector('details .highlight')).map(e => e.id)""")
     assert page.locator(".exercise").count() >= 50
     assert misplaced == []
-    assert not problems, "\n".join(problems)
-    context.close()
+    assert not opened.problems(), "\n".join(opened.problems())
 
 
 # Runs in the page: for every part of every numeric exercise, type each case into the box (setting the
@@ -126,8 +174,8 @@ EVERY_CASE = """() => {
 }"""
 
 
-def test_every_numeric_exercise_accepts_its_answer_and_rejects_a_wrong_one(server: str, browser) -> None:
-    context, page, problems = _open(browser, server)
+def test_every_numeric_exercise_accepts_its_answer_and_rejects_a_wrong_one(opened: Opened) -> None:
+    page = opened.page
     assert page.locator(".exercise-check[data-kind='numeric']").count() >= 20
     result = page.evaluate(EVERY_CASE)
     assert result["parts"] >= 30
@@ -138,49 +186,83 @@ def test_every_numeric_exercise_accepts_its_answer_and_rejects_a_wrong_one(serve
     part.locator("input").type(_typed(json.loads(part.get_attribute("data-answer"))))
     part.locator("input").press("Enter")
     assert part.locator(".exercise-feedback").inner_text() == "Correct."
-    assert not problems, "\n".join(problems)
-    context.close()
+    assert not opened.problems(), "\n".join(opened.problems())
 
 
-def test_answers_are_read_as_numbers_not_strings(server: str, browser) -> None:
-    context, page, problems = _open(browser, server)
-    part = page.locator("#exercise-notation-delta-picks .exercise-part")
-    for text in ("2, -0.5, 0.75", "[2.0 -.50 7.5e-1]", "2; \u22120.5; 3/4", " 2.000 , -0.5 , 0.75 "):
-        assert _feedback_after(page, part, text) == "Correct.", text
-    assert _feedback_after(page, part, "two, -0.5, 0.75").startswith("Type")
-    assert not problems, "\n".join(problems)
-    context.close()
+# Runs in the page: each text typed into one part's box, the button pressed, the feedback read.
+FEEDBACK_AFTER = """([selector, texts]) => texts.map(text => {
+  const part = document.querySelector(selector);
+  part.querySelector("input").value = text;
+  part.querySelector("button").click();
+  return part.querySelector(".exercise-feedback").textContent;
+})"""
 
 
-def test_every_choice_answers_at_once(server: str, browser) -> None:
-    context, page, problems = _open(browser, server)
-    choices = page.locator(".exercise-choice[data-kind='choice']")
-    assert choices.count() >= 8
-    for index in range(choices.count()):
-        choice = choices.nth(index)
-        right = int(choice.get_attribute("data-answer"))
-        radios = choice.locator("input[type=radio]")
-        assert radios.count() >= 2
-        wrong = (right + 1) % radios.count()
-        radios.nth(wrong).check()
-        assert choice.locator(".exercise-feedback").inner_text() == "Not quite."
-        radios.nth(right).check()
-        assert choice.locator(".exercise-feedback").inner_text() == "Correct."
-    assert not problems, "\n".join(problems)
-    context.close()
+def test_answers_are_read_as_numbers_not_strings(opened: Opened) -> None:
+    texts = ["2, -0.5, 0.75", "[2.0 -.50 7.5e-1]", "2; \u22120.5; 3/4", " 2.000 , -0.5 , 0.75 ", "two, -0.5, 0.75"]
+    shown = dict(zip(texts, opened.page.evaluate(FEEDBACK_AFTER, ["#exercise-notation-delta-picks .exercise-part",
+                                                                   texts])))
+    refused = {text: feedback for text, feedback in shown.items() if text != texts[-1] and feedback != "Correct."}
+    assert not refused, refused
+    assert shown[texts[-1]].startswith("Type"), shown
+    assert not opened.problems(), "\n".join(opened.problems())
 
 
-def test_solved_exercises_are_remembered_in_this_browser(server: str, browser) -> None:
-    context, page, problems = _open(browser, server)
+# Runs in the page: in every multiple-choice exercise, pick a wrong option, then the right one, as a
+# click on the option does, reading the feedback after each; and every option is on screen for a
+# reader to click when scrolled to (what Playwright checks before it clicks: shown, and not covered).
+EVERY_CHOICE = """() => {
+  const failures = [];
+  const choices = [...document.querySelectorAll(".exercise-choice[data-kind='choice']")];
+  for (const choice of choices) {
+    const id = choice.dataset.exercise, right = Number(choice.dataset.answer);
+    const radios = [...choice.querySelectorAll("input[type=radio]")];
+    if (radios.length < 2) { failures.push(`${id}: ${radios.length} options`); continue; }
+    for (const radio of radios) {
+      radio.scrollIntoView({block: "center"});
+      const box = radio.getBoundingClientRect();
+      const hit = document.elementFromPoint(box.x + box.width / 2, box.y + box.height / 2);
+      const shown = box.width && box.height && radio.checkVisibility({visibilityProperty: true});
+      if (!shown || !(hit === radio || radio.closest("label").contains(hit)))
+        failures.push(`${id}: option ${radio.value} cannot be clicked: ` +
+                      (shown ? `covered by ${hit && hit.outerHTML.slice(0, 80)}` : "not shown"));
+    }
+    for (const [pick, expected] of [[(right + 1) % radios.length, "Not quite."], [right, "Correct."]]) {
+      radios[pick].click();
+      const shown = choice.querySelector(".exercise-feedback").textContent;
+      if (shown !== expected) failures.push(`${id}: picked option ${pick}, saw "${shown}"`);
+    }
+  }
+  return {failures, choices: choices.length};
+}"""
+
+
+def test_every_choice_answers_at_once(opened: Opened) -> None:
+    page = opened.page
+    result = page.evaluate(EVERY_CHOICE)
+    assert result["choices"] >= 8
+    assert not result["failures"], "\n".join(result["failures"])
+    # And once as a reader does it: clicks on a wrong option, then on the right one.
+    choice = page.locator(".exercise-choice[data-kind='choice']").last
+    right = int(choice.get_attribute("data-answer"))
+    radios = choice.locator("input[type=radio]")
+    radios.nth((right + 1) % radios.count()).check()
+    assert choice.locator(".exercise-feedback").inner_text() == "Not quite."
+    radios.nth(right).check()
+    assert choice.locator(".exercise-feedback").inner_text() == "Correct."
+    assert not opened.problems(), "\n".join(opened.problems())
+
+
+def test_solved_exercises_are_remembered_in_this_browser(dark: Opened) -> None:
+    page = dark.page
     exercise = page.locator("#exercise-attention-it-weights")
     part = exercise.locator(".exercise-part")
     assert exercise.locator(".exercise-solved").is_hidden()
     _feedback_after(page, part, _typed(json.loads(part.get_attribute("data-answer"))))
-    page.reload(wait_until="networkidle")
+    page.reload(wait_until="load")
     assert page.locator("#exercise-attention-it-weights .exercise-solved").is_visible()
     assert page.locator("#exercise-attention-value-gradient .exercise-solved").is_hidden()
-    assert not problems, "\n".join(problems)
-    context.close()
+    assert not dark.problems(), "\n".join(dark.problems())
 
 
 def _contrast(rgb_a: str, rgb_b: str) -> float:
@@ -194,14 +276,16 @@ def _contrast(rgb_a: str, rgb_b: str) -> float:
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_feedback_is_readable_in_both_colour_schemes(server: str, browser, scheme: str) -> None:
-    context, page, problems = _open(browser, server, color_scheme=scheme)
-    assert page.evaluate("document.body.getAttribute('data-md-color-scheme')") == ("slate" if scheme == "dark" else "default")
+def test_feedback_is_readable_in_both_colour_schemes(request, scheme: str) -> None:
+    opened = request.getfixturevalue("opened" if scheme == "light" else "dark")
+    page = opened.page
+    chosen = page.evaluate("document.body.getAttribute('data-md-color-scheme')")
+    assert chosen == ("slate" if scheme == "dark" else "default"), chosen
     part = page.locator("#exercise-flow-clip .exercise-part")
     background = page.evaluate("getComputedStyle(document.body).backgroundColor")
     for text, kind in ((_typed(json.loads(part.get_attribute("data-answer"))), "correct"), ("9, 9", "wrong")):
         _feedback_after(page, part, text)
-        page.wait_for_timeout(600)
+        part.evaluate(TRANSITIONS_DONE)
         color = part.locator(f".exercise-{kind}").evaluate("e => getComputedStyle(e).color")
         assert _contrast(color, background) >= 4.5, (scheme, kind, color, background)
     field, button = part.locator("input"), part.locator("button")
@@ -212,15 +296,14 @@ def test_feedback_is_readable_in_both_colour_schemes(server: str, browser, schem
     assert _contrast(button.evaluate("e => getComputedStyle(e).color"), behind) >= 4.5, (scheme, behind)
     page.mouse.move(0, 0)
     button.evaluate("e => e.blur()")
-    page.wait_for_timeout(600)  # Material's buttons fade their colours
+    button.evaluate(TRANSITIONS_DONE)  # Material's buttons fade their colours
     assert _contrast(button.evaluate("e => getComputedStyle(e).color"), background) >= 4.5, scheme
-    assert not problems, "\n".join(problems)
-    context.close()
+    assert not opened.problems(), "\n".join(opened.problems())
 
 
 def test_a_phone_can_use_every_exercise(server: str, browser) -> None:
-    context, page, problems = _open(browser, server, viewport={"width": 390, "height": 844}, is_mobile=True,
-                                    has_touch=True, device_scale_factor=3)
+    phone = _open(browser, server, **PHONE)
+    page = phone.page
     overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
     assert overflow <= 0, f"the page scrolls sideways by {overflow} px"
     too_wide = page.evaluate("""() => [...document.querySelectorAll('.exercise input, .exercise button')]
@@ -230,5 +313,5 @@ def test_a_phone_can_use_every_exercise(server: str, browser) -> None:
     part = page.locator("#exercise-transformer-loss-gradient .exercise-part")
     part.locator("input").tap()
     assert _feedback_after(page, part, _typed(json.loads(part.get_attribute("data-answer")))) == "Correct."
-    assert not problems, "\n".join(problems)
-    context.close()
+    phone.context.close()
+    assert not phone.problems(), "\n".join(phone.problems())

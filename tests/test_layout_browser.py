@@ -12,7 +12,15 @@ On every page, in every combination:
   it rendered it at), and exactly one of its light and dark drawings is displayed, the one of the
   scheme;
 - no raw TeX reaches the text, and every formula carries its MathML;
-- no request leaves localhost.
+- Material picks the light scheme when the system prefers it (on the first page, with fresh
+  storage; the other pages keep the scheme Material stored), and the dark one when the system
+  prefers dark (on one page with figures per screen, in a context of its own);
+- no console error, no uncaught error, no failed request, no HTTP error; and no request leaves
+  localhost, whether the markup or a script makes it (conftest's ``OffsiteGuard``, with its
+  control here).
+
+On the laptop, once per page: every formula is rendered, by KaTeX without an error (no red), with
+KaTeX's fonts loaded, and no ``$`` is left in a notebook's Markdown.
 
 Once: Material's search finds words that follow punctuation ("Einstein", "FlashAttention"), and a
 figure opens in the lightbox, from this site.
@@ -20,22 +28,29 @@ figure opens in the lightbox, from this site.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from conftest import CHROMIUM, LAUNCH_ARGS, chromium, site_pages, skip_or_fail, static_server
+from conftest import (CHROMIUM, LAUNCH_ARGS, LOCAL_HOSTS, OffsiteGuard, PageWatch, chromium, site_pages, skip_or_fail,
+                      static_server)
 
 pytestmark = pytest.mark.xdist_group("layout")  # the built site is shared across workers (conftest built_site)
 
-LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 MIN_TEXT_PX = 8.0
 SCREENS = {"laptop": {"viewport": {"width": 1280, "height": 800}},
            "phone": {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True,
                      "device_scale_factor": 2}}
 SCHEMES = ("light", "dark")
+# How long a page stays open at least, from its load event, so that what its scripts start after
+# loading is seen (by the guard, and as errors); it leaves once nothing it asked for is in flight.
+SETTLE_S = 0.5
+STILL_LOADING_S = 15.0
 
 
 @pytest.fixture(scope="module")
@@ -50,18 +65,11 @@ def browser():
         yield browser
 
 
-def _guarded_context(browser, remote: list[str], **options):
-    """A browser context that aborts, and records, any request to a host other than this machine."""
-    context = browser.new_context(**options)
-
-    def route(route_, request):
-        if urlparse(request.url).hostname not in LOCAL_HOSTS and not request.url.startswith(("data:", "blob:")):
-            remote.append(request.url)
-            return route_.abort()
-        return route_.continue_()
-
-    context.route("**/*", route)
-    return context
+def _guarded_context(browser, **options):
+    context = browser.new_context(service_workers="block", **options)
+    guard = OffsiteGuard()
+    guard.attach(context)
+    return context, guard
 
 
 # What one page reports: overflow without an affordance, figures, raw TeX, formulas without MathML.
@@ -126,33 +134,77 @@ def _legible_px(built_site: Path, src: str, width: float) -> float:
     return min(base for base, _ in _svg.text_sizes(svg)) * width / _svg.width_units(svg)
 
 
-async def _inspect_screen(browser, server: str, pages: list[str], screen: str) -> tuple[list[str], list[dict], list[str]]:
+def _empty_search_index(built_site: Path) -> str:
+    """Material's search index as the sweep serves it after the first page: the site's own settings
+    with no documents, or every page would build the whole index again in its search worker (0.4 s
+    of CPU a page). The first page of each screen gets the real one, and only the index's own URL
+    is stubbed: an index asked for at a wrong path still reaches the server (and fails as a 404)."""
+    real = json.loads((built_site / "search" / "search_index.json").read_text(encoding="utf-8"))
+    return json.dumps({"config": real["config"], "docs": []})
+
+
+# Once a page on the laptop, over the whole document: formulas KaTeX did not render, its errors (also
+# when shown in its error colour), raw "$" in a notebook's Markdown, and whether KaTeX's fonts loaded.
+MATH = r"""async () => {
+  await document.fonts.ready;
+  return {
+    unrendered: document.querySelectorAll('.arithmatex:not(:has(.katex))').length,
+    errors: document.querySelectorAll('.katex-error').length,
+    red: [...document.querySelectorAll('.katex *')].filter(e => getComputedStyle(e).color === 'rgb(204, 0, 0)').length,
+    rawDollar: [...document.querySelectorAll('.jp-RenderedMarkdown')].filter(
+        e => /\$[^$\s][^$]*\$/.test(e.textContent)).length,
+    katexFontLoaded: document.fonts.check('16px KaTeX_Main'),
+    math: document.querySelectorAll('.katex').length,
+  };
+}"""
+
+
+def _math_problems(counts: dict) -> list[str]:
+    problems = [f"{key}: {counts[key]}" for key in ("unrendered", "errors", "red", "rawDollar") if counts[key]]
+    if counts["math"] and not counts["katexFontLoaded"]:
+        problems.append("KaTeX fonts did not load")
+    return problems
+
+
+async def _settle(watch: PageWatch, loaded: float) -> None:
+    """Stay on the page ``SETTLE_S`` after its load event, and until none of its requests is in flight."""
+    await asyncio.sleep(max(0.0, loaded + SETTLE_S - time.monotonic()))
+    while watch.in_flight and time.monotonic() < loaded + STILL_LOADING_S:
+        await asyncio.sleep(0.02)
+    if watch.in_flight:
+        watch.problems.append(f"{watch.label}: still loading {STILL_LOADING_S:.0f} s after its load event: "
+                              f"{sorted(r.url for r in watch.in_flight)}")
+
+
+async def _inspect_screen(browser, server: str, pages: list[str], screen: str,
+                          empty_index: str) -> tuple[list[str], list[dict]]:
     """Every page on one screen: in the light scheme, then switched to the dark one the way
     Material's toggle does it (the body's ``data-md-color-scheme``), so each page loads once."""
-    remote: list[str] = []
-    context = await browser.new_context(**SCREENS[screen])
-
-    async def route(route_, request):
-        if urlparse(request.url).hostname not in LOCAL_HOSTS and not request.url.startswith(("data:", "blob:")):
-            remote.append(request.url)
-            return await route_.abort()
-        if "/search/search_index.json" in request.url:  # every page would build the search index again
-            return await route_.fulfill(status=200, content_type="application/json",
-                                        body='{"config": {"lang": ["en"], "separator": "[\\\\s]+", "pipeline": []}, "docs": []}')
-        return await route_.continue_()
-
-    await context.route("**/*", route)
+    context = await browser.new_context(color_scheme="light", service_workers="block", **SCREENS[screen])
+    guard = OffsiteGuard()
+    await guard.attach(context)
+    first = f"/{pages[0]} [{screen}]"
+    await context.route(f"{server}/search/search_index.json", lambda route: route.continue_() if guard.page == first
+                        else route.fulfill(status=200, content_type="application/json", body=empty_index))
     page = await context.new_page()
+    watch = PageWatch(page)
     problems, figures = [], []
     for rel in pages:
+        label = f"/{rel} [{screen}]"
+        guard.page = watch.label = label
         await page.goto(f"{server}/{'' if rel == '.' else rel + '/'}", wait_until="load")
+        loaded = time.monotonic()
         await page.evaluate("document.querySelectorAll('img[loading=lazy]').forEach(i => i.loading = 'eager')")
+        if screen == "laptop":
+            problems += [f"{label}: {problem}" for problem in _math_problems(await page.evaluate(MATH))]
         for scheme in SCHEMES:
             if scheme == "dark":
                 await page.evaluate("document.body.setAttribute('data-md-color-scheme', 'slate')")
             await page.wait_for_function("[...document.images].every(i => i.complete)")
             report = await page.evaluate(INSPECT)
             label = f"/{rel} [{screen}, {scheme}]"
+            if scheme == "light" and report["scheme"] != "default":
+                problems.append(f"{label}: the system prefers light, Material chose the {report['scheme']} scheme")
             problems += [f"{label}: {item}" for item in report["overflow"]]
             if report["tex"]:
                 problems.append(f"{label}: raw TeX in the text: {report['tex']}")
@@ -164,54 +216,62 @@ async def _inspect_screen(browser, server: str, pages: list[str], screen: str) -
                                     f"{'shown' if figure['shown'] else 'hidden'}")
                 elif figure["shown"]:
                     figures.append({**figure, "label": label, "screen": screen})
+        await _settle(watch, loaded)
     await context.close()
-    return problems, figures, remote
+    return problems + watch.problems + guard.seen, figures
 
 
-async def _scheme_follows_the_system(browser, server: str, screen: str) -> list[str]:
-    """Material picks its dark scheme when the system prefers dark (the palette's media query)."""
+async def _dark_system_gets_the_dark_scheme(browser, server: str, screen: str) -> list[str]:
+    """Material picks its dark scheme when the system prefers dark (the palette's media query).
+    (The light one, when the system prefers light, the sweep sees on its first page.)"""
+    context = await browser.new_context(color_scheme="dark", service_workers="block", **SCREENS[screen])
+    guard = OffsiteGuard()
+    await guard.attach(context)
+    page = await context.new_page()
+    watch = PageWatch(page, label=f"/attention-gradients/ [{screen}, system dark]")
+    guard.page = watch.label
+    await page.goto(f"{server}/attention-gradients/", wait_until="load")
+    loaded = time.monotonic()
+    chosen = await page.evaluate("document.body.getAttribute('data-md-color-scheme')")
+    shown = await page.evaluate("[...document.querySelectorAll('a.glightbox')].filter("
+                                "a => a.querySelector('img').getBoundingClientRect().width > 0).map(a => a.className)")
     problems = []
-    for scheme, expected in (("light", "default"), ("dark", "slate")):
-        context = await browser.new_context(color_scheme=scheme, **SCREENS[screen])
-        page = await context.new_page()
-        await page.goto(f"{server}/attention-gradients/", wait_until="load")
-        chosen = await page.evaluate("document.body.getAttribute('data-md-color-scheme')")
-        shown = await page.evaluate("[...document.querySelectorAll('a.glightbox')].filter("
-                                    "a => a.querySelector('img').getBoundingClientRect().width > 0).map(a => a.className)")
-        if chosen != expected:
-            problems.append(f"[{screen}, system {scheme}]: Material chose the {chosen} scheme")
-        if not shown or any(f"figure-{scheme}" not in c for c in shown):
-            problems.append(f"[{screen}, system {scheme}]: figures shown: {shown}")
-        await context.close()
-    return problems
+    if chosen != "slate":
+        problems.append(f"{watch.label}: Material chose the {chosen} scheme")
+    if not shown or any("figure-dark" not in c for c in shown):
+        problems.append(f"{watch.label}: figures shown: {shown}")
+    await _settle(watch, loaded)
+    await context.close()
+    return problems + watch.problems + guard.seen
 
 
 def test_every_page_at_both_widths_in_both_schemes(built_site: Path, server: str) -> None:
     if CHROMIUM is None:
         skip_or_fail("Debian's chromium is not installed (scripts/test installs it where it can)")
-    import asyncio
-
     from playwright.async_api import async_playwright
 
     from derivations.figures import NARROW
 
     pages = site_pages(built_site)
-    assert len(pages) >= 15
+    assert len(pages) >= 15 and pages[0] == "."
+    empty_index = _empty_search_index(built_site)
 
     async def run():
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
             # The two screens side by side: loading and laying out a page is most of the time.
-            results = await asyncio.gather(*(_inspect_screen(browser, server, pages, screen) for screen in SCREENS),
-                                           *(_scheme_follows_the_system(browser, server, screen) for screen in SCREENS))
+            results = await asyncio.gather(*(_inspect_screen(browser, server, pages, screen, empty_index)
+                                             for screen in SCREENS),
+                                           *(_dark_system_gets_the_dark_scheme(browser, server, screen)
+                                             for screen in SCREENS))
             await browser.close()
             return results
 
-    *screens, scheme_laptop, scheme_phone = asyncio.run(run())
-    problems = scheme_laptop + scheme_phone
+    *screens, dark_laptop, dark_phone = asyncio.run(run())
+    problems = dark_laptop + dark_phone
     shown = {"laptop": 0, "phone": 0}
-    for screen_problems, figures, remote in screens:
-        problems += screen_problems + [f"request leaving localhost: {url}" for url in remote]
+    for screen_problems, figures in screens:
+        problems += screen_problems
         for figure in figures:
             shown[figure["screen"]] += 1
             px = _legible_px(built_site, figure["src"], figure["width"])
@@ -221,15 +281,14 @@ def test_every_page_at_both_widths_in_both_schemes(built_site: Path, server: str
             name = Path(urlparse(figure["src"]).path).stem.removesuffix("-dark")
             if figure["screen"] == "phone" and name in NARROW:
                 problems.append(f"{figure['label']}: the phone got {name}, not its narrow layout")
+    assert not problems, "\n".join(problems)
     from derivations.figures import FIGURES
 
     assert shown["laptop"] >= 2 * len(FIGURES) and shown["phone"] >= 2 * len(FIGURES), shown
-    assert not problems, "\n".join(problems)
 
 
 def test_search_finds_words_after_punctuation(server: str, browser) -> None:
-    remote: list[str] = []
-    context = _guarded_context(browser, remote, viewport={"width": 1280, "height": 800})
+    context, guard = _guarded_context(browser, viewport={"width": 1280, "height": 800})
     page = context.new_page()
     page.goto(f"{server}/", wait_until="load")
     found = {}
@@ -248,12 +307,11 @@ def test_search_finds_words_after_punctuation(server: str, browser) -> None:
     context.close()
     assert any("/notation/" in href for href in found["Einstein"]), found["Einstein"]
     assert any("/attention-gradients/" in href for href in found["FlashAttention"]), found["FlashAttention"]
-    assert not remote
+    assert not guard.seen, guard.seen
 
 
 def test_a_figure_opens_in_the_lightbox_from_this_site(server: str, browser) -> None:
-    remote: list[str] = []
-    context = _guarded_context(browser, remote, viewport={"width": 1280, "height": 800})
+    context, guard = _guarded_context(browser, viewport={"width": 1280, "height": 800})
     page = context.new_page()
     page.goto(f"{server}/attention-gradients/", wait_until="load")
     page.locator("a.glightbox.figure-light").first.click()
@@ -263,4 +321,53 @@ def test_a_figure_opens_in_the_lightbox_from_this_site(server: str, browser) -> 
     context.close()
     assert urlparse(src).hostname in LOCAL_HOSTS and re.search(r"/vis/\w+\.svg$", src), src
     assert shown > 900, f"the enlarged figure is only {shown:.0f} px wide"
-    assert not remote, remote
+    assert not guard.seen, guard.seen
+
+
+PROBES = {
+    "fetch": 'fetch("https://example.com/fetch").catch(() => {})',
+    "xhr": 'const x = new XMLHttpRequest(); x.open("GET", "https://example.com/xhr"); x.onerror = () => {}; x.send()',
+    "websocket": 'try { new WebSocket("wss://example.com/socket") } catch (e) {}',
+    "prefetch": 'const l = document.createElement("link"); l.rel = "prefetch"; '
+                'l.href = "https://cdn.example.net/polyfill.js"; document.head.appendChild(l)',
+    "script": 'const s = document.createElement("script"); s.src = "https://cdn.example.net/mermaid.min.js"; '
+              'document.head.appendChild(s)',
+    "beacon": 'navigator.sendBeacon("https://example.com/beacon", "x")',
+    "import": 'import("https://example.com/module.js").catch(() => {})',
+    "worker": 'new Worker(URL.createObjectURL(new Blob([\'fetch("https://example.com/worker").catch(() => {})\'], '
+              '{type: "text/javascript"})))',
+}
+PROBE_URLS = {
+    "fetch": "https://example.com/fetch", "xhr": "https://example.com/xhr", "websocket": "wss://example.com/socket",
+    "prefetch": "https://cdn.example.net/polyfill.js", "script": "https://cdn.example.net/mermaid.min.js",
+    "beacon": "https://example.com/beacon", "import": "https://example.com/module.js",
+    "worker": "https://example.com/worker",
+}
+
+
+@pytest.fixture(scope="module")
+def probe_server(tmp_path_factory):
+    """A one-page site of our own, so the guard's control does not depend on the real build."""
+    root = tmp_path_factory.mktemp("probe")
+    (root / "index.html").write_text('<!doctype html><title>probe</title><img src="https://example.invalid/x.png">')
+    with static_server(root) as url:
+        yield url + "/"
+
+
+def test_the_guard_catches_markup_and_script_initiated_requests(probe_server: str, browser) -> None:
+    """The control: requests in the HTML and requests scripts start later are all reported and aborted."""
+    context, guard = _guarded_context(browser)
+    page = context.new_page()
+    guard.page = "/probe"
+    page.goto(probe_server, wait_until="load")
+    assert guard.urls() == ["https://example.invalid/x.png"]
+    page.evaluate("() => {" + "; ".join(PROBES.values()) + "}")
+    deadline = time.monotonic() + 10
+    while not set(PROBE_URLS.values()) <= set(guard.urls()) and time.monotonic() < deadline:
+        page.wait_for_timeout(20)
+    local_fetch = page.evaluate(f'() => fetch("{probe_server}").then(r => r.status)')
+    context.close()
+    assert local_fetch == 200  # localhost still works
+    missing = [kind for kind, url in PROBE_URLS.items() if url not in guard.urls()]
+    assert not missing, f"the guard missed: {missing}; it saw {guard.seen}"
+    assert all(entry.startswith("/probe: ") for entry in guard.seen)
