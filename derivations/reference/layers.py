@@ -141,10 +141,24 @@ def linear(x, W, b=None):
         b = as_float64(b, "b")
         require(b.shape == (W.shape[1],), f"b {b.shape} must have shape ({W.shape[1]},) to match W {W.shape}")
     with np.errstate(invalid="ignore", over="ignore"):
-        y = x @ W
+        y = _last_axis_matmul(x, W)
         if b is not None:
             y = y + b
     return y, LinearCache(x, W, b is not None)
+
+
+def _last_axis_matmul(x, M):
+    """``x @ M`` for ``x`` of shape ``[..., k]`` and a matrix ``M`` ``[k, m]``, as one matrix product.
+
+    With leading axes, ``x @ M`` makes NumPy loop over them, one small product each;
+    the rows ``[N, k]`` make a single product, several times faster for a batch of
+    sequences. Each output entry is the same dot product (BLAS may add its terms in
+    another order, which can change the last bits).
+    """
+    if x.ndim <= 2:
+        return x @ M
+    rows = math.prod(x.shape[:-1])  # not -1: that cannot be inferred when k = 0
+    return (x.reshape(rows, x.shape[-1]) @ M).reshape(x.shape[:-1] + (M.shape[1],))
 
 
 def linear_backward(dy, cache):
@@ -178,7 +192,7 @@ def linear_backward(dy, cache):
     expected = x.shape[:-1] + (W.shape[1],)
     require(dy.shape == expected, f"dy {dy.shape} does not match the output shape {expected}")
     rows_x, rows_dy = x.reshape(-1, W.shape[0]), dy.reshape(-1, W.shape[1])
-    dx = dy @ W.T
+    dx = _last_axis_matmul(dy, W.T)
     dW = rows_x.T @ rows_dy
     db = rows_dy.sum(axis=0) if has_bias else None
     return dx, dW, db
