@@ -76,6 +76,12 @@ def softmax(x, mask=None):
     """
     x = as_float64(x, "x")
     require(x.ndim >= 1 and x.shape[-1] >= 1, f"x {x.shape} needs a non-empty last axis to normalise over")
+    if mask is None and np.isfinite(x).all():
+        # The common case, finite scores and no mask: none of the steps below changes a value
+        # here, so the plain formula gives the same bits with a third of the passes over x.
+        e = np.exp(x - np.max(x, axis=-1, keepdims=True))
+        y = e / np.sum(e, axis=-1, keepdims=True)
+        return y, SoftmaxCache(y)
     allowed = np.ones(x.shape, dtype=bool)
     if mask is not None:
         mask = as_mask(mask)

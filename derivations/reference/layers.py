@@ -495,7 +495,10 @@ def layer_norm(x, gamma, beta, eps=1e-5):
         centred = x - x.mean(axis=-1, keepdims=True)
         sigma = np.sqrt(np.mean(centred**2, axis=-1, keepdims=True) + eps)
         x_hat = centred / sigma
-        overflowed = ~np.isfinite(sigma) & np.all(np.isfinite(x), axis=-1, keepdims=True)
+        # Only a row whose sigma is not finite can have overflowed: look at x only then.
+        overflowed = ~np.isfinite(sigma)
+        if np.any(overflowed):
+            overflowed &= np.all(np.isfinite(x), axis=-1, keepdims=True)
         if np.any(overflowed):
             # Divide each row by its largest magnitude s: sigma = s sqrt(var(x/s) + eps/s^2).
             s = np.max(np.abs(x), axis=-1, keepdims=True)
