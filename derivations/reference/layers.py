@@ -134,12 +134,12 @@ def linear(x, W, b=None):
     [[11.0, 22.0]]
     """
     x, W = as_float64(x, "x"), as_float64(W, "W")
-    require(W.ndim == 2, f"W {W.shape} must be a matrix [d_in, d_out]")
+    require(W.ndim == 2, lambda: f"W {W.shape} must be a matrix [d_in, d_out]")
     require(x.ndim >= 1 and x.shape[-1] == W.shape[0],
-            f"x {x.shape} does not end in d_in = {W.shape[0]} of W {W.shape}")
+            lambda: f"x {x.shape} does not end in d_in = {W.shape[0]} of W {W.shape}")
     if b is not None:
         b = as_float64(b, "b")
-        require(b.shape == (W.shape[1],), f"b {b.shape} must have shape ({W.shape[1]},) to match W {W.shape}")
+        require(b.shape == (W.shape[1],), lambda: f"b {b.shape} must have shape ({W.shape[1]},) to match W {W.shape}")
     with np.errstate(invalid="ignore", over="ignore"):
         y = _last_axis_matmul(x, W)
         if b is not None:
@@ -190,7 +190,7 @@ def linear_backward(dy, cache):
     x, W, has_bias = unpack_cache(cache, LinearCache, "linear")
     dy = as_float64(dy, "dy")
     expected = x.shape[:-1] + (W.shape[1],)
-    require(dy.shape == expected, f"dy {dy.shape} does not match the output shape {expected}")
+    require(dy.shape == expected, lambda: f"dy {dy.shape} does not match the output shape {expected}")
     rows_x, rows_dy = x.reshape(-1, W.shape[0]), dy.reshape(-1, W.shape[1])
     dx = _last_axis_matmul(dy, W.T)
     dW = rows_x.T @ rows_dy
@@ -256,7 +256,7 @@ def relu_backward(dy, cache):
     """
     (passes,) = unpack_cache(cache, ReluCache, "relu")
     dy = as_float64(dy, "dy")
-    require(dy.shape == passes.shape, f"dy {dy.shape} does not match x {passes.shape}")
+    require(dy.shape == passes.shape, lambda: f"dy {dy.shape} does not match x {passes.shape}")
     return np.where(passes, dy, 0.0)
 
 
@@ -486,10 +486,10 @@ def layer_norm(x, gamma, beta, eps=1e-5):
     [-1.0, 1.0]
     """
     x, gamma, beta = as_float64(x, "x"), as_float64(gamma, "gamma"), as_float64(beta, "beta")
-    require(x.ndim >= 1 and x.shape[-1] >= 1, f"x {x.shape} needs a non-empty last axis")
+    require(x.ndim >= 1 and x.shape[-1] >= 1, lambda: f"x {x.shape} needs a non-empty last axis")
     D = x.shape[-1]
-    require(gamma.shape == (D,), f"gamma {gamma.shape} must have shape ({D},) to match x {x.shape}")
-    require(beta.shape == (D,), f"beta {beta.shape} must have shape ({D},) to match x {x.shape}")
+    require(gamma.shape == (D,), lambda: f"gamma {gamma.shape} must have shape ({D},) to match x {x.shape}")
+    require(beta.shape == (D,), lambda: f"beta {beta.shape} must have shape ({D},) to match x {x.shape}")
     eps = as_real(eps, "eps", low=0.0, low_open=True)
     with np.errstate(over="ignore", invalid="ignore"):
         centred = x - x.mean(axis=-1, keepdims=True)
@@ -540,7 +540,7 @@ def layer_norm_backward(dy, cache):
     """
     x_hat, sigma, gamma = unpack_cache(cache, LayerNormCache, "layer_norm")
     dy = as_float64(dy, "dy")
-    require(dy.shape == x_hat.shape, f"dy {dy.shape} does not match x {x_hat.shape}")
+    require(dy.shape == x_hat.shape, lambda: f"dy {dy.shape} does not match x {x_hat.shape}")
     g = dy * gamma
     dx = (g - g.mean(axis=-1, keepdims=True) - x_hat * np.mean(g * x_hat, axis=-1, keepdims=True)) / sigma
     D = x_hat.shape[-1]

@@ -271,15 +271,15 @@ def count_params(params) -> int:
 
 
 def _check_params(params, config):
-    require(isinstance(params, dict), f"params must be a dict of arrays, got {type(params).__name__}")
+    require(isinstance(params, dict), lambda: f"params must be a dict of arrays, got {type(params).__name__}")
     shapes = param_shapes(config)
     missing, extra = [k for k in shapes if k not in params], [k for k in params if k not in shapes]
     require(not missing and not extra,
-            f"params do not match the config: missing {missing}, unexpected {extra}")
+            lambda: f"params do not match the config: missing {missing}, unexpected {extra}")
     checked = {}
     for name, shape in shapes.items():
         p = as_float64(params[name], f"params[{name!r}]")
-        require(p.shape == shape, f"params[{name!r}] has shape {p.shape}, the config needs {shape}")
+        require(p.shape == shape, lambda: f"params[{name!r}] has shape {p.shape}, the config needs {shape}")
         checked[name] = p
     return checked
 
