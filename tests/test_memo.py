@@ -99,3 +99,11 @@ def test_the_key_covers_every_module_an_experiment_can_import():
             if extra:
                 outside[str(path.relative_to(PACKAGE))] = sorted(extra)
     assert not outside, f"modules importing outside {memo.SOURCES}: {outside}"
+
+
+def test_arguments_without_a_faithful_repr_are_refused(cache):
+    experiment = memo.shared(counted([]))
+    with pytest.raises(TypeError, match="repr"):
+        experiment(np.arange(2000.0))  # its repr abbreviates: another array could share the key
+    with pytest.raises(TypeError, match="repr"):
+        experiment([1, 2])

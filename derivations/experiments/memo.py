@@ -51,12 +51,26 @@ def _source_hash() -> str:
 def memo_path(name: str, args: tuple = (), cache_dir: str | os.PathLike | None = None) -> Path:
     """Where the result of ``name(*args)`` is kept: ``<cache>/experiments/<name>-<hash>.pickle``.
 
-    ``args`` must have a ``repr`` that names their value (numbers, strings, tuples of them).
+    ``args`` are numbers, strings, booleans, None and tuples of them: their ``repr`` names their
+    value (an array's would abbreviate a large one, and two arrays could share a key).
     """
+    _check_plain(name, args)
     if cache_dir is None:
         cache_dir = os.environ.get(_ENV_CACHE) or _PACKAGE.parent / ".cache"
     key = hashlib.sha256(f"{_source_hash()}\n{name}\n{args!r}".encode()).hexdigest()[:24]
     return Path(cache_dir) / "experiments" / f"{re.sub(r'[^A-Za-z0-9_.]', '_', name)}-{key}.pickle"
+
+
+def _check_plain(name: str, args: tuple) -> None:
+    if not _plain(args):
+        raise TypeError(f"{name}: a shared result is keyed by its arguments' repr, so they must be numbers, "
+                        f"strings, booleans, None or tuples of them; got {args!r:.200}")
+
+
+def _plain(value) -> bool:
+    if isinstance(value, tuple):
+        return all(_plain(v) for v in value)
+    return value is None or type(value) in (bool, int, float, str)
 
 
 def _read_only(result):
@@ -97,12 +111,14 @@ def shared(function):
     read-only. ``function.__wrapped__`` computes afresh, bypassing both caches.
     """
 
+    name = f"{function.__module__}.{function.__qualname__}"
     results: dict[tuple, object] = {}
 
     @functools.wraps(function)
     def memoised(*args):
+        _check_plain(name, args)  # before the lookup: a list would fail it as unhashable, an array quietly
         if args not in results:
-            path = memo_path(f"{function.__module__}.{function.__qualname__}", args)
+            path = memo_path(name, args)
             results[args] = _read_only(_load_or_compute(path, lambda: function(*args)))
         return results[args]
 
