@@ -181,7 +181,8 @@ def attention(Q, K, V, mask=None):
     [[1.6605]]
     """
     Q, K, V = as_float64(Q, "Q"), as_float64(K, "K"), as_float64(V, "V")
-    require(Q.ndim >= 2 and K.ndim >= 2 and V.ndim >= 2, lambda: f"Q {Q.shape}, K {K.shape}, V {V.shape} need at least 2 axes")
+    require(Q.ndim >= 2 and K.ndim >= 2 and V.ndim >= 2,
+            lambda: f"Q {Q.shape}, K {K.shape}, V {V.shape} need at least 2 axes")
     require(Q.shape[-1] == K.shape[-1], lambda: f"Q {Q.shape} and K {K.shape} differ in d_k (last axis)")
     require(K.shape[-2] == V.shape[-2], lambda: f"K {K.shape} and V {V.shape} differ in n_k (second-to-last axis)")
     require(Q.shape[-1] >= 1, lambda: f"Q {Q.shape} and K {K.shape} have d_k = 0: the scores divide by sqrt(d_k)")
