@@ -229,7 +229,10 @@ def relu(x):
     """
     x = as_float64(x, "x")
     passes = ~(x <= 0)
-    return np.where(passes, x, 0.0), ReluCache(passes)
+    # max(x, 0) propagates NaN and maps -inf to 0; + 0.0 turns the -0.0 that max(-0.0, 0.0) keeps
+    # into 0.0. The same values as np.where(passes, x, 0.0), several times faster: that select
+    # branches on every entry of a random mask.
+    return np.maximum(x, 0.0) + 0.0, ReluCache(passes)
 
 
 def relu_backward(dy, cache):
@@ -257,7 +260,11 @@ def relu_backward(dy, cache):
     (passes,) = unpack_cache(cache, ReluCache, "relu")
     dy = as_float64(dy, "dy")
     require(dy.shape == passes.shape, lambda: f"dy {dy.shape} does not match x {passes.shape}")
-    return np.where(passes, dy, 0.0)
+    if not np.isfinite(dy).all():  # inf * 0 would be NaN where the gradient is blocked: select instead
+        return np.where(passes, dy, 0.0)
+    # Finite dy: multiplying by the mask is the select without its branches; + 0.0 makes the
+    # blocked entries 0.0 whatever dy's sign (a passed -0.0 becomes 0.0, which compares equal).
+    return dy * passes + 0.0
 
 
 def _normal_cdf(x):
