@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import traceback
 from pathlib import Path
 
@@ -54,6 +55,7 @@ def _write(path: Path, svg: str) -> None:
 
 
 def draw_missing(key: str) -> list[dict]:
+    training = _start_training()  # before the figure makers' imports: the child starts at once
     import matplotlib
 
     matplotlib.use("Agg")
@@ -76,7 +78,29 @@ def draw_missing(key: str) -> list[dict]:
                 continue
             _write(light, svg)
             _write(dark, dark_svg)
+    training.join()
     return failures
+
+
+def _start_training() -> threading.Thread:
+    """Start the chapter's training run (or find it cached) now, in the background.
+
+    The transformer figures, a page and the exercises need it, and it trains in a child process of
+    its own (``load_or_train``): begun here, it runs beside the first figures instead of after
+    them, and the build's other jobs that wait on its lock are released that much sooner.
+    A failure is left for the figures that need the run to report.
+    """
+    from derivations.reference.train import load_or_train
+
+    def warm() -> None:
+        try:
+            load_or_train()
+        except Exception:  # noqa: BLE001 - the figures calling load_or_train report it by name
+            pass
+
+    thread = threading.Thread(target=warm, daemon=True)
+    thread.start()
+    return thread
 
 
 if __name__ == "__main__":

@@ -401,3 +401,34 @@ def test_a_single_token_is_a_sequence():
     model = TorchTransformer(config)
     model.load(params)
     assert loss == pytest.approx(model(torch.tensor([[5]]), torch.tensor([3])).item(), rel=TORCH_TOL)
+
+
+@pytest.mark.parametrize("config", [
+    TransformerConfig(),
+    TransformerConfig(norm="pre"),
+    TransformerConfig(n_layers=1, activation="gelu"),
+    TransformerConfig(n_layers=3, norm="pre", activation="gelu_tanh", positions="learned"),
+], ids=["post", "pre", "one-block-gelu", "three-blocks-pre-learned"])
+def test_final_logits_are_the_forward_passs_logits(config):
+    """The cheaper evaluation path skips work, not information: its logits are forward's."""
+    from derivations.reference.model import final_logits
+
+    rng = np.random.default_rng(11)
+    params = perturbed(init_params(config, seed=2), rng, scale=0.3)  # biases and LN parameters not at 0 and 1
+    tokens, _ = random_batch(config, rng, batch=64, length=config.seq_len - 1)
+    expected, _ = forward(params, tokens, config)
+    np.testing.assert_allclose(final_logits(params, tokens, config), expected, rtol=1e-12, atol=1e-13)
+    assert len(set(expected.argmax(axis=1).tolist())) > 1  # the control: the logits depend on the input
+
+
+def test_final_logits_refuse_what_forward_refuses():
+    from derivations.reference.model import final_logits
+
+    config = TransformerConfig(n_layers=1)
+    params = init_params(config)
+    for tokens in ([[config.vocab_size]], [[1.5, 2.0]], [[1] * (config.seq_len + 1)]):
+        with pytest.raises(ValueError) as expected:
+            forward(params, tokens, config)
+        with pytest.raises(ValueError) as got:
+            final_logits(params, tokens, config)
+        assert str(got.value) == str(expected.value)

@@ -41,6 +41,7 @@ from ..reference.rnn import rnn_backward, rnn_forward
 from ..reference.tanh import tanh, tanh_backward
 from ..reference.task import make_split
 from .evidence import geometric_mean, over_seeds, spread
+from .memo import shared
 
 __all__ = [
     "SEEDS",
@@ -464,7 +465,7 @@ def _placement_config(norm: str, depth: int) -> TransformerConfig:
                              n_layers=depth, norm=norm)
 
 
-@functools.lru_cache(maxsize=None)
+@shared  # the page and the figure run in separate processes: computed once, read by both
 def norm_placement_profiles() -> dict[tuple[str, int], np.ndarray]:
     """Per-block parameter-gradient norm at initialisation, for both LayerNorm placements.
 
@@ -479,8 +480,8 @@ def norm_placement_profiles() -> dict[tuple[str, int], np.ndarray]:
     dict
         ``{(norm, depth): ndarray [n_seeds, depth]}``, seeds in the order of
         ``PLACEMENT["seeds"]``, block 0 (next to the embedding) first. The arrays
-        are read-only: the result is computed once per process and shared by the
-        page and the figure.
+        are read-only: the result is computed once per build (:func:`~.memo.shared`)
+        and shared by the page and the figure.
     """
     tokens, targets = _placement_batch(PLACEMENT["batch"])
     profiles = {}

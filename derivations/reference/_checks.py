@@ -13,10 +13,15 @@ import operator
 import numpy as np
 
 
-def require(condition: bool, message: str) -> None:
-    """Raise ``ValueError(message)`` unless ``condition``: the one way bad input is reported."""
+def require(condition: bool, message) -> None:
+    """Raise ``ValueError(message)`` unless ``condition``: the one way bad input is reported.
+
+    ``message`` is the text, or a function returning it: ``lambda: f"x {x.shape} ..."`` formats
+    the shapes only when the check fails, which matters in the operations called thousands of
+    times a page (formatting cost a linear map about as much as its matrix product).
+    """
     if not condition:
-        raise ValueError(message)
+        raise ValueError(message() if callable(message) else message)
 
 
 def as_float64(x, name: str) -> np.ndarray:
@@ -53,13 +58,13 @@ def as_mask(mask, name: str = "mask") -> np.ndarray:
 
 def as_int(value, name: str, minimum: int | None = None) -> int:
     """``value`` as a Python int (``bool`` refused), at least ``minimum`` when given."""
-    require(not isinstance(value, (bool, np.bool_)), f"{name} must be an integer, got {value!r}")
+    require(not isinstance(value, (bool, np.bool_)), lambda: f"{name} must be an integer, got {value!r}")
     try:
         value = operator.index(value)
     except TypeError:
         raise ValueError(f"{name} must be an integer, got {value!r}") from None
     if minimum is not None:
-        require(value >= minimum, f"{name} must be >= {minimum}, got {value}")
+        require(value >= minimum, lambda: f"{name} must be >= {minimum}, got {value}")
     return value
 
 
@@ -71,17 +76,17 @@ def as_real(value, name: str, *, low: float | None = None, low_open: bool = Fals
     refused (it fails every comparison); infinity is refused when ``finite``.
     """
     require(isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)),
-            f"{name} must be a real number, got {value!r}")
+            lambda: f"{name} must be a real number, got {value!r}")
     value = float(value)
-    require(not math.isnan(value), f"{name} must be a number, got nan")
+    require(not math.isnan(value), lambda: f"{name} must be a number, got nan")
     if finite:
-        require(math.isfinite(value), f"{name} must be finite, got {value}")
+        require(math.isfinite(value), lambda: f"{name} must be finite, got {value}")
     if low is not None:
         inside = value > low if low_open else value >= low
-        require(inside, f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
+        require(inside, lambda: f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
     if high is not None:
         inside = value < high if high_open else value <= high
-        require(inside, f"{name} must be {'<' if high_open else '<='} {high}, got {value}")
+        require(inside, lambda: f"{name} must be {'<' if high_open else '<='} {high}, got {value}")
     return value
 
 
@@ -94,7 +99,7 @@ def unpack_cache(cache, cache_type, forward: str):
     fields = cache_type._fields
     another_named_tuple = hasattr(cache, "_fields") and not isinstance(cache, cache_type)
     require(isinstance(cache, tuple) and len(cache) == len(fields) and not another_named_tuple,
-            f"cache must be the {cache_type.__name__}{fields} that {forward} returns, got "
+            lambda: f"cache must be the {cache_type.__name__}{fields} that {forward} returns, got "
             f"{type(cache).__name__}" + (f" of length {len(cache)}" if isinstance(cache, tuple) else ""))
     return cache if isinstance(cache, cache_type) else cache_type(*cache)
 

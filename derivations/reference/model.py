@@ -91,6 +91,7 @@ __all__ = [
     "loss_and_grads",
     "model_loss",
     "predict",
+    "final_logits",
     "stage_names",
     "cache_nbytes",
     "matmul_flops",
@@ -271,15 +272,15 @@ def count_params(params) -> int:
 
 
 def _check_params(params, config):
-    require(isinstance(params, dict), f"params must be a dict of arrays, got {type(params).__name__}")
+    require(isinstance(params, dict), lambda: f"params must be a dict of arrays, got {type(params).__name__}")
     shapes = param_shapes(config)
     missing, extra = [k for k in shapes if k not in params], [k for k in params if k not in shapes]
     require(not missing and not extra,
-            f"params do not match the config: missing {missing}, unexpected {extra}")
+            lambda: f"params do not match the config: missing {missing}, unexpected {extra}")
     checked = {}
     for name, shape in shapes.items():
         p = as_float64(params[name], f"params[{name!r}]")
-        require(p.shape == shape, f"params[{name!r}] has shape {p.shape}, the config needs {shape}")
+        require(p.shape == shape, lambda: f"params[{name!r}] has shape {p.shape}, the config needs {shape}")
         checked[name] = p
     return checked
 
@@ -432,6 +433,17 @@ def _block_backward(dout, cache, config, grads):
 # ----------------------------------------------------------------------------- the model
 
 
+def _embed(params, tokens, config):
+    """``(E[tokens], E[tokens] + P[:T], embedding cache)``: what enters the first block."""
+    T = tokens.shape[1]
+    e, cache_embed = embedding(tokens, params["embed"])
+    if config.positions == "learned":
+        x = e + params["pos_embed"][:T]
+    else:
+        x = e + positional_encoding(config.seq_len, config.d_model)[:T]
+    return e, x, cache_embed
+
+
 def forward(params, tokens, config: TransformerConfig, record: bool = False):
     """Logits of the final position for a batch of token sequences.
 
@@ -464,12 +476,7 @@ def forward(params, tokens, config: TransformerConfig, record: bool = False):
     require(isinstance(record, bool), f"record must be True or False, got {record!r}")
     params = _check_params(params, config)
     tokens = _check_tokens(tokens, config)
-    T = tokens.shape[1]
-    e, cache_embed = embedding(tokens, params["embed"])
-    if config.positions == "learned":
-        x = e + params["pos_embed"][:T]
-    else:
-        x = e + positional_encoding(config.seq_len, config.d_model)[:T]
+    e, x, cache_embed = _embed(params, tokens, config)
     acts = {"embed.out": e}
     block_caches = []
     for l in range(config.n_layers):
@@ -627,8 +634,46 @@ def model_loss(params, tokens, targets, config: TransformerConfig) -> float:
 
 def predict(params, tokens, config: TransformerConfig) -> np.ndarray:
     """The most likely next token for every sequence, ``[batch]``."""
-    logits, _ = forward(params, tokens, config)
-    return np.argmax(logits, axis=1)
+    return np.argmax(final_logits(params, tokens, config), axis=1)
+
+
+def final_logits(params, tokens, config: TransformerConfig) -> np.ndarray:
+    """:func:`forward`'s logits ``[batch, vocab_size]``, without what they do not depend on; no cache.
+
+    The head reads the final position only, and positions meet only in attention: after the last
+    block's attention, its residual sum, LayerNorms and FFN are computed at the final position
+    alone (a third of the chapter's model's matrix products). For evaluation and prediction, where
+    no backward pass follows. The values are :func:`forward`'s, up to the order in which BLAS adds
+    a product's terms; the errors for bad input are the same.
+
+    Examples
+    --------
+    >>> config = TransformerConfig(n_layers=1)
+    >>> params, tokens = init_params(config), [[15, 17, 3, 19, 8, 19, 4, 18]]
+    >>> bool(np.allclose(final_logits(params, tokens, config), forward(params, tokens, config)[0], atol=1e-12))
+    True
+    """
+    require(isinstance(config, TransformerConfig),
+            lambda: f"config must be a TransformerConfig, got {type(config).__name__}")
+    params = _check_params(params, config)
+    tokens = _check_tokens(tokens, config)
+    _, x, _ = _embed(params, tokens, config)
+    for l in range(config.n_layers - 1):
+        x, _, _ = _block_forward(x, params, l, config)
+    p = f"block{config.n_layers - 1}."
+    if config.norm == "post":  # as _block_forward, from the residual sum on at the final position only
+        a, _ = _attn(x, params, p, config)
+        x1, _ = _ln((x + a)[:, -1:], params, p + "ln1", config)
+        f, _, _ = _ffn(x1, params, p, config)
+        x, _ = _ln(x1 + f, params, p + "ln2", config)
+    else:
+        n1, _ = _ln(x, params, p + "ln1", config)
+        a, _ = _attn(n1, params, p, config)
+        x1 = (x + a)[:, -1:]
+        f, _, _ = _ffn(_ln(x1, params, p + "ln2", config)[0], params, p, config)
+        x, _ = _ln(x1 + f, params, "ln_final", config)
+    logits, _ = linear(x[:, -1, :], params["W_out"], params["b_out"])
+    return logits
 
 
 def stage_names(config: TransformerConfig) -> list[str]:

@@ -79,5 +79,5 @@ def tanh_backward(dy, cache):
     """
     (y,) = unpack_cache(cache, TanhCache, "tanh")
     dy = as_float64(dy, "dy")
-    require(dy.shape == y.shape, f"dy {dy.shape} does not match x {y.shape}")
+    require(dy.shape == y.shape, lambda: f"dy {dy.shape} does not match x {y.shape}")
     return dy * (1.0 - y * y)

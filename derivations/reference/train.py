@@ -35,7 +35,8 @@ import numpy as np
 
 from ._checks import as_int, as_real, require
 from .layers import cross_entropy
-from .model import TransformerConfig, backward, forward, forward_backward, init_params, stage_names
+from .model import (TransformerConfig, backward, final_logits, forward, forward_backward, init_params,
+                    stage_names)
 from .optim import adam_init, adam_step
 from .task import encode_example, make_split
 
@@ -207,7 +208,7 @@ def _probe(params, probe, config):
 
 
 def _evaluate(params, data, config):
-    logits, _ = forward(params, data.tokens, config)
+    logits = final_logits(params, data.tokens, config)  # no backward follows: no caches, final position only
     loss, _ = cross_entropy(logits, data.targets)
     return loss, float(np.mean(np.argmax(logits, axis=1) == data.targets))
 

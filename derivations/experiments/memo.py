@@ -1,0 +1,125 @@
+"""Share an experiment's result between processes: a small on-disk memo.
+
+A build runs the pages and the figures in separate processes, and some of them run
+the same experiment (the gradient-flow page and its figure both need
+:func:`~.flow.norm_placement_profiles`). :func:`shared` computes such a result once:
+the first process to ask computes and stores it, the others wait on a lock file and
+read it. A per-process cache sits in front, so a process asks the disk once.
+
+The key hashes exactly what the result can depend on: the source of the modules an
+experiment may import (:data:`SOURCES`, folders of the ``derivations`` package), NumPy's
+version, the function's name and its arguments. A change to any of them computes
+again; a change to a page, a figure or an exercise does not. The memo lives in
+``.cache/experiments/`` at the repository root, or under ``$DERIVATIONS_CACHE/experiments/``
+when that variable is set (as the training cache does, :mod:`derivations.reference.train`).
+Deleting the folder only costs the time to compute again.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import hashlib
+import os
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["SOURCES", "shared", "memo_path"]
+
+_PACKAGE = Path(__file__).resolve().parent.parent
+_ENV_CACHE = "DERIVATIONS_CACHE"
+
+#: The folders of ``derivations`` whose modules an experiment may import (a test checks that the
+#: experiments import nothing else of the package). Their source enters every key.
+SOURCES = ("reference", "autodiff", "experiments")
+
+
+@functools.cache
+def _source_hash() -> str:
+    digest = hashlib.sha256()
+    for folder in SOURCES:
+        for path in sorted((_PACKAGE / folder).rglob("*.py")):
+            digest.update(str(path.relative_to(_PACKAGE)).encode())
+            digest.update(path.read_bytes())
+    digest.update(f"numpy=={np.__version__}".encode())
+    return digest.hexdigest()
+
+
+def memo_path(name: str, args: tuple = (), cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where the result of ``name(*args)`` is kept: ``<cache>/experiments/<name>-<hash>.pickle``.
+
+    ``args`` are numbers, strings, booleans, None and tuples of them: their ``repr`` names their
+    value (an array's would abbreviate a large one, and two arrays could share a key).
+    """
+    _check_plain(name, args)
+    if cache_dir is None:
+        cache_dir = os.environ.get(_ENV_CACHE) or _PACKAGE.parent / ".cache"
+    key = hashlib.sha256(f"{_source_hash()}\n{name}\n{args!r}".encode()).hexdigest()[:24]
+    return Path(cache_dir) / "experiments" / f"{re.sub(r'[^A-Za-z0-9_.]', '_', name)}-{key}.pickle"
+
+
+def _check_plain(name: str, args: tuple) -> None:
+    if not _plain(args):
+        raise TypeError(f"{name}: a shared result is keyed by its arguments' repr, so they must be numbers, "
+                        f"strings, booleans, None or tuples of them; got {args!r:.200}")
+
+
+def _plain(value) -> bool:
+    if isinstance(value, tuple):
+        return all(_plain(v) for v in value)
+    return value is None or type(value) in (bool, int, float, str)
+
+
+def _read_only(result):
+    """Make every array of ``result`` (nested in dicts, tuples, lists) read-only: it is shared."""
+    if isinstance(result, np.ndarray):
+        result.setflags(write=False)
+    elif isinstance(result, dict):
+        for value in result.values():
+            _read_only(value)
+    elif isinstance(result, (tuple, list)):
+        for value in result:
+            _read_only(value)
+    return result
+
+
+def _load_or_compute(path: Path, compute):
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another process computing it: wait, then read its result
+            if not path.exists():
+                partial = path.with_suffix(f".{os.getpid()}.partial")
+                try:
+                    with open(partial, "wb") as out:
+                        pickle.dump(compute(), out, protocol=pickle.HIGHEST_PROTOCOL)
+                    partial.replace(path)
+                finally:
+                    partial.unlink(missing_ok=True)
+    with open(path, "rb") as stored:
+        return pickle.load(stored)
+
+
+def shared(function):
+    """Decorator: compute ``function(*args)`` once across processes and once per process.
+
+    The result is read back from the memo even by the process that computed it, so
+    every caller gets the same bits (pickle keeps float64 exactly). Every array in it is
+    read-only. ``function.__wrapped__`` computes afresh, bypassing both caches.
+    """
+
+    name = f"{function.__module__}.{function.__qualname__}"
+    results: dict[tuple, object] = {}
+
+    @functools.wraps(function)
+    def memoised(*args):
+        _check_plain(name, args)  # before the lookup: a list would fail it as unhashable, an array quietly
+        if args not in results:
+            path = memo_path(name, args)
+            results[args] = _read_only(_load_or_compute(path, lambda: function(*args)))
+        return results[args]
+
+    return memoised
