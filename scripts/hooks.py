@@ -87,7 +87,9 @@ def _start_verification() -> None:
 
     def run() -> None:
         try:
-            _state["verify_results"], _ = claimsrecord.ensure_verified()
+            # One process: the build's other jobs keep both cores busy, and a second prover would
+            # only import SymPy and warm its caches again (8.1 s of CPU for two, 5.7 s for one).
+            _state["verify_results"], _ = claimsrecord.ensure_verified(workers=1)
         except Exception as error:  # reported when the results are needed
             _state["verify_error"] = error
 
@@ -193,7 +195,21 @@ def _start_figures() -> None:
     _state["figure_thread"] = _background("figures", run)
 
 
+def _write_chapter_notebooks() -> None:
+    for src, (notebook, text, name) in _state["notebook_files"].items():
+        filled, _ = pageprose.substitute(text, _page_runs(src))  # errors are reported when the page renders
+        title = next((line[2:].strip() for line in text.splitlines() if line.startswith("# ")), name)
+        try:  # the same filled page gives the same notebook (under `mkdocs serve`, most pages are unchanged)
+            content, _ = buildmemo.in_process("chapter notebook", (filled, title),
+                                              lambda: (chapternotebook.dumps(chapternotebook.build(filled, title)), []))
+        except Exception as error:  # noqa: BLE001 - reported with the page
+            log.error("docs/%s: cannot make the chapter notebook: %s", src, error)
+            continue
+        notebook.content_string = content
+
+
 def on_env(env, config, files):
+    _write_chapter_notebooks()  # before MkDocs copies the files
     # The theme's templates compiled once, not at every build (and every `mkdocs serve` rebuild);
     # Jinja keys each entry on the template's name and source checksum, so an edited template recompiles.
     from jinja2 import FileSystemBytecodeCache
@@ -213,29 +229,47 @@ def on_env(env, config, files):
 
 def _start_pages(docs: Path) -> None:
     """Execute every page's sessions (or read their cached runs) in parallel while the build starts,
-    and make markdown-exec render those results instead of running the blocks itself."""
+    and make markdown-exec render those results instead of running the blocks itself.
+
+    Sessions are started in the order MkDocs renders the pages (an index first, then by path), and a
+    page waits only for its own (``_page_runs``), so the first pages render while later ones run."""
     import markdown_exec
 
     outputs = pageexec.PageOutputs()
     _state["outputs"] = outputs
     for language in ("python", "py"):
         markdown_exec.formatters[language] = outputblocks.marking(outputs.format)  # outputs marked as such
+    started = time.perf_counter()
+    try:
+        _state["page_runs"] = pageexec.PageRuns(sorted(docs.rglob("*.md"), key=lambda p: _render_order(p, docs)), docs)
+    except Exception as error:  # reported on every page that needs it
+        _state["pages_error"] = error
+    _state["pages_started"] = started
 
-    def run() -> None:
-        try:
-            outputs.runs = pageexec.run_pages(sorted(docs.rglob("*.md")), docs)
-        except Exception as error:  # reported on every page that needs it
-            _state["pages_error"] = error
 
-    _state["pages_thread"] = _background("pages", run)
+def _render_order(path: Path, docs: Path) -> tuple:
+    """MkDocs' order of the documentation pages: folder by folder, each folder's index first."""
+    parts = path.relative_to(docs).parts
+    return (parts[:-1], path.stem != "index", parts[-1])
 
 
 def _page_runs(page_src: str) -> list:
-    _state["pages_thread"].join()
     if "pages_error" in _state:
         log.error("executing the pages failed: %s", _state["pages_error"])
         return []
-    return [run for (page, _), run in _state["outputs"].runs.items() if page == page_src]
+    runs = _state["page_runs"].of(page_src)
+    _state["outputs"].runs.update({(page_src, run.session): run for run in runs})
+    return runs
+
+
+def _all_page_runs() -> dict:
+    """Every session's run, once all are done; the time until then is the build profile's "pages"."""
+    if "pages_error" in _state:
+        return {}
+    runs = _state["page_runs"].all()
+    if _state["page_runs"].last_finished is not None:
+        _state["profile"]["pages"] = _state["page_runs"].last_finished - _state["pages_started"]
+    return runs
 
 
 # ----------------------------------------------------------------------------- notebooks
@@ -303,26 +337,21 @@ def on_files(files, config):
         files.append(File.generated(config, site_path, abs_src_path=str(source)))
 
     # Each chapter with code, as a notebook to download: made from the page's source, values filled in.
-    _state["notebook_links"] = {}
+    # Registered here; written in on_env, when every page's sessions have run (this does not wait for them).
+    _state["notebook_links"], _state["notebook_files"] = {}, {}
+    sessions = _state["page_runs"].sessions if "page_runs" in _state else {}
     for file in list(files.documentation_pages()):
-        if not file.src_uri.endswith(".md"):
+        if not file.src_uri.endswith(".md") or not sessions.get(file.src_uri):
             continue
         text = Path(file.abs_src_path).read_text(encoding="utf-8")
-        runs = _page_runs(file.src_uri)
-        if not runs or not chapternotebook.has_shown_code(text):
-            continue
-        filled, _ = pageprose.substitute(text, runs)  # errors are reported when the page renders
-        title = next((line[2:].strip() for line in text.splitlines() if line.startswith("# ")), file.name)
-        try:  # the same filled page gives the same notebook (under `mkdocs serve`, most pages are unchanged)
-            notebook, _ = buildmemo.in_process("chapter notebook", (filled, title),
-                                               lambda: (chapternotebook.dumps(chapternotebook.build(filled, title)), []))
-        except Exception as error:  # noqa: BLE001 - reported with the page
-            log.error("docs/%s: cannot make the chapter notebook: %s", file.src_uri, error)
+        if not chapternotebook.has_shown_code(text):
             continue
         stem = Path(file.src_uri).stem
         target = str(Path(file.dest_uri).parent / f"{stem}.ipynb")
-        files.append(File.generated(config, target, content=notebook))
+        notebook = File.generated(config, target, content="")
+        files.append(notebook)
         _state["notebook_links"][file.src_uri] = f"{stem}.ipynb"
+        _state["notebook_files"][file.src_uri] = (notebook, text, file.name)
 
     # Figures are drawn by _start_figures (cached under the package hash); MkDocs copies them after on_env.
     for name in _state["figure_names"]:
@@ -450,9 +479,10 @@ def on_post_build(config):
         if not result["ok"]:
             log.error("claim %s failed SymPy verification: %s", claim_id, result["detail"])
     total = time.perf_counter() - _state["started"]
+    runs = _all_page_runs()
     jobs = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in _state["profile"].items())
     sessions = ", ".join(f"{page}[{session}] {run.seconds:.1f} s" for (page, session), run
-                         in sorted(_state["outputs"].runs.items()) if not run.cached)
+                         in sorted(runs.items()) if not run.cached)
     log.info("verified_backprop hooks: build finished in %.1f s; background jobs (wall): %s; "
              "sessions executed: %s", total, jobs or "none", sessions or "none (all cached)")
 

@@ -214,35 +214,74 @@ def _execute(docs: Path, page: str, session: str, key: str, target: Path) -> Ses
     return result
 
 
+class PageRuns:
+    """Every session of ``pages``, read from the cache or executed ``workers`` at a time, each page's
+    runs available (:meth:`of`) as soon as that page's sessions are done, so a build can render the
+    first pages while the slow sessions of others still run.
+
+    Failures are in the runs, never raised.
+    """
+
+    def __init__(self, pages: list[Path], docs: Path = DOCS, workers: int = 2, use_cache: bool = True) -> None:
+        package_hash = buildcache.source_hash("derivations")
+        self._results: dict[tuple[str, str], SessionRun] = {}
+        self._pending: dict[tuple[str, str], object] = {}  # futures of the sessions being executed
+        self.sessions: dict[str, list[str]] = {}  # page -> its sessions, in page order
+        missing = []
+        for path in pages:
+            page = path.relative_to(docs).as_posix()
+            for session, session_blocks in page_sessions(path, docs).items():
+                self.sessions.setdefault(page, []).append(session)
+                key = session_key(page, session, session_blocks, package_hash)
+                target = _cache_path(key)
+                if use_cache and target.exists():
+                    run = pickle.loads(target.read_bytes())
+                    run.cached = True
+                    for block_run, block in zip(run.blocks, session_blocks):
+                        block_run.line = block.line  # the same code, perhaps moved by a prose edit
+                    self._results[page, session] = run
+                else:
+                    missing.append((page, session, key))
+        self._pool = None
+        self.last_finished: float | None = None  # perf_counter() when the last executed session ended
+        if missing:
+            self._pool = ThreadPoolExecutor(max_workers=max(1, workers))
+            for page, session, key in missing:
+                future = self._pool.submit(_run_in_child, docs, page, session, key)
+                future.add_done_callback(self._finished)
+                self._pending[page, session] = future
+            self._pool.shutdown(wait=False)
+
+    def _finished(self, _future) -> None:
+        import time
+
+        self.last_finished = time.perf_counter()
+
+    def _collect(self, job: tuple[str, str]) -> SessionRun:
+        if job in self._pending:
+            try:
+                self._results[job] = self._pending.pop(job).result()
+            except Exception as error:  # noqa: BLE001 - reported with the page, as a run that failed
+                self._results[job] = SessionRun(job[0], job[1], "", error=f"docs/{job[0]}: session {job[1]!r} "
+                                                f"could not be run: {type(error).__name__}: {error}")
+        return self._results[job]
+
+    def of(self, page: str) -> list[SessionRun]:
+        """The runs of ``page``'s sessions (waiting for them), in page order; [] for a page without."""
+        return [self._collect((page, session)) for session in self.sessions.get(page, [])]
+
+    def all(self) -> dict[tuple[str, str], SessionRun]:
+        """``{(page, session): SessionRun}`` for every session (waiting for all)."""
+        return {(page, session): self._collect((page, session))
+                for page, sessions in self.sessions.items() for session in sessions}
+
+
 def run_pages(pages: list[Path], docs: Path = DOCS, workers: int = 2, use_cache: bool = True) -> dict[tuple[str, str], SessionRun]:
     """Every session of ``pages``: read from the cache or executed, ``workers`` at a time.
 
     Returns ``{(page, session): SessionRun}``; failures are in the runs, never raised.
     """
-    package_hash = buildcache.source_hash("derivations")
-    jobs = []
-    for path in pages:
-        page = path.relative_to(docs).as_posix()
-        for session, session_blocks in page_sessions(path, docs).items():
-            jobs.append((page, session, session_key(page, session, session_blocks, package_hash), session_blocks))
-    results: dict[tuple[str, str], SessionRun] = {}
-    missing: list[tuple[str, str, str]] = []
-    for page, session, key, session_blocks in jobs:
-        target = _cache_path(key)
-        if use_cache and target.exists():
-            run = pickle.loads(target.read_bytes())
-            run.cached = True
-            for block_run, block in zip(run.blocks, session_blocks):
-                block_run.line = block.line  # the same code, perhaps moved by a prose edit
-            results[page, session] = run
-        else:
-            missing.append((page, session, key))
-    if missing:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            runs = pool.map(lambda job: _run_in_child(docs, *job), missing)
-            for (page, session, _), run in zip(missing, runs):
-                results[page, session] = run
-    return results
+    return PageRuns(pages, docs, workers, use_cache).all()
 
 
 def _main(argv: list[str]) -> int:
