@@ -203,8 +203,7 @@ def main() -> int:
     results: dict[str, list[float]] = {}
     for name in chosen:
         print(f"measuring {name} ...", flush=True)
-        results.update(MEASURES[name](1 if name in ("setup", "tests") else args.runs)
-                       if name == "setup" else MEASURES[name](args.runs))
+        results.update(MEASURES[name](1 if name == "setup" else args.runs))  # setup downloads: once
     failed = False
     print(f"\n{'measurement':14} {'median':>8} {'runs':>30}  budget")
     for name, times in results.items():
