@@ -419,6 +419,9 @@ def test_final_logits_are_the_forward_passs_logits(config):
     expected, _ = forward(params, tokens, config)
     np.testing.assert_allclose(final_logits(params, tokens, config), expected, rtol=1e-12, atol=1e-13)
     assert len(set(expected.argmax(axis=1).tolist())) > 1  # the control: the logits depend on the input
+    one_token, _ = random_batch(config, rng, batch=8, length=1)  # the final position is the only one
+    np.testing.assert_allclose(final_logits(params, one_token, config), forward(params, one_token, config)[0],
+                               rtol=1e-12, atol=1e-13)
 
 
 def test_final_logits_refuse_what_forward_refuses():
@@ -432,3 +435,9 @@ def test_final_logits_refuse_what_forward_refuses():
         with pytest.raises(ValueError) as got:
             final_logits(params, tokens, config)
         assert str(got.value) == str(expected.value)
+    for not_a_config in ({"n_layers": 1}, None):
+        with pytest.raises(ValueError) as expected:
+            forward(params, [[1, 2]], not_a_config)
+        with pytest.raises(ValueError) as got:
+            final_logits(params, [[1, 2]], not_a_config)
+        assert str(got.value) == str(expected.value) and type(not_a_config).__name__ in str(got.value)

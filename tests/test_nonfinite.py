@@ -84,6 +84,15 @@ def test_softmax_follows_torch_on_nan_and_infinity():
     assert np.all(np.isnan(dx[[0, 1, 3]])) and np.all(np.isfinite(dx[[2, 4]]))
 
 
+def test_masked_softmax_of_large_scores_does_not_overflow():
+    """With a mask the general path runs; it must still shift by the row maximum (exp(1000) overflows)."""
+    scores = np.array([[1000.0, 999.0, 5.0], [-1000.0, -1001.0, 0.0]])
+    mask = np.array([[True, True, False], [True, True, False]])
+    y, _ = softmax(scores, mask)
+    expected = np.array([1.0, math.exp(-1.0), 0.0]) / (1.0 + math.exp(-1.0))
+    np.testing.assert_allclose(y, [expected, expected], rtol=1e-14, atol=0)
+
+
 def test_softmax_mask_hides_nan_and_only_the_mask_gives_zero_rows():
     x = np.array([[NAN, 1.0, 2.0], [INF, 0.0, 0.0], [3.0, NAN, INF]])
     mask = np.array([[False, True, True], [False, True, True], [False, False, False]])
@@ -172,6 +181,19 @@ def test_relu_follows_torch_on_nan_and_infinity():
     same(y, ty)
     same(relu_backward(dy, cache), tx.grad)  # torch lets the gradient through at NaN
     assert cache.passes.tolist() == [True, False, False, False, True, True, False]
+
+
+def test_relu_blocks_an_infinite_gradient_without_making_nan():
+    """Where ReLU blocks, the gradient is 0 even when the incoming one is infinite (a product with the
+    mask would give inf * 0 = NaN there), as PyTorch's; where it passes, NaN and infinity go through."""
+    x = np.array([-1.0, 2.0, -3.0, 4.0, 5.0])
+    _, cache = relu(x)
+    dy = np.array([INF, NAN, -INF, 5.0, -INF])
+    tx = torch.tensor(x, requires_grad=True)
+    torch.relu(tx).backward(torch.tensor(dy))
+    dx = relu_backward(dy, cache)
+    same(dx, tx.grad)
+    assert dx[0] == 0.0 and dx[2] == 0.0 and np.isnan(dx[1]) and dx[3] == 5.0 and dx[4] == -INF
 
 
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
