@@ -50,7 +50,7 @@ class KatexRenderer:
     renderer's script (:func:`store_path`).
     """
 
-    def __init__(self, store: Path | None = None) -> None:
+    def __init__(self, store: Path | None = None, keep: int = 5000) -> None:
         if shutil.which("node") is None:
             raise RuntimeError("node not found: the build renders math with Node 18+ (see README)")
         if not KATEX_DIST.exists():
@@ -64,6 +64,8 @@ class KatexRenderer:
             except ValueError:  # a torn or foreign file: render afresh
                 self._memo = {}
         self._saved = len(self._memo)
+        self._used: set[str] = set()
+        self._keep = keep  # beyond this many stored formulas, only those this process used are kept
 
     def _node(self) -> subprocess.Popen:
         if self._process is None or self._process.poll() is not None:
@@ -75,6 +77,7 @@ class KatexRenderer:
     def render(self, tex: str, display: bool) -> dict:
         """``{"html": ...}`` or ``{"error": ...}`` for one formula."""
         key = ("D" if display else "I") + tex
+        self._used.add(key)
         if key not in self._memo:
             process = self._node()
             assert process.stdin and process.stdout
@@ -87,6 +90,8 @@ class KatexRenderer:
         """Write the memo to the store, if it has grown."""
         if self._store is None or len(self._memo) == self._saved:
             return
+        if len(self._memo) > self._keep:  # formulas of pages long edited away are dropped
+            self._memo = {key: value for key, value in self._memo.items() if key in self._used}
         partial = self._store.with_suffix(f".{os.getpid()}.partial")
         partial.write_text(json.dumps(self._memo, ensure_ascii=False), encoding="utf-8")
         partial.replace(self._store)

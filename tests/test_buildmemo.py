@@ -118,3 +118,17 @@ def test_katex_renderings_are_read_back_without_starting_node(tmp_path) -> None:
     assert again._process is not None
     again.close()
     assert len(json.loads(store.read_text())) == 3
+
+
+def test_the_katex_store_stays_bounded(tmp_path) -> None:
+    """Past its limit the store keeps only the formulas of the last run, so it cannot grow forever."""
+    store = tmp_path / "formulas.json"
+    with mathrender.KatexRenderer(store, keep=2) as katex:
+        for tex in ("a", "b"):
+            katex.render(tex, False)
+    with mathrender.KatexRenderer(store, keep=2) as katex:
+        katex.render("c", False)  # a third formula: over the limit, the unused two are dropped
+    assert set(json.loads(store.read_text())) == {"Ic"}
+    with mathrender.KatexRenderer(store, keep=5) as katex:
+        katex.render("d", False)  # under the limit: everything stays
+    assert set(json.loads(store.read_text())) == {"Ic", "Id"}
