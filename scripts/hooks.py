@@ -30,6 +30,12 @@ from mkdocs.structure.files import File
 # effective because NumPy is first imported below.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The build's child processes (sessions, training, exercises, figures) allocate and free the same
+# large NumPy arrays thousands of times; glibc would map and unmap each one, and the page faults cost
+# a tenth of their CPU (gradient-flow 3.9 -> 3.2 s, training 4.8 -> 4.3 s). Keep freed memory for reuse.
+os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(256 * 2**20))
+os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", str(512 * 2**20))
+os.environ.setdefault("MALLOC_TOP_PAD_", str(64 * 2**20))
 # NumPy is first imported here, in the main thread, before on_config starts the background threads:
 # a first import running in two threads at once (a cached page being unpickled while the figures
 # module is imported) fails with "partially initialized module 'numpy._core.numeric'".
