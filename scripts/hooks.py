@@ -417,14 +417,6 @@ def on_page_markdown(markdown, page, config, files):
     return markdown
 
 
-def on_page_content(html, page, config, files):
-    # Render the page's formulas now, while the slow sessions of later pages still run, so that
-    # on_post_page (after every job, one page after another) finds them in the renderer's memo.
-    # Nothing is changed here; errors are reported by on_post_page.
-    mathrender.render_page(html, _renderer())
-    return html
-
-
 def _with_download_link(markdown: str, href: str) -> str:
     """The page's notebook linked right under its title."""
     link = (f'<p class="page-download"><a href="{href}" download>Download this chapter as a Jupyter notebook</a>: '
