@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch_model import TorchTransformer
+from torch_model import TorchTransformer, assert_matches_torch, float64_torch  # noqa: F401 (autouse fixture)
 
 from derivations.reference.model import (
     TransformerConfig,
@@ -96,14 +96,6 @@ def test_finite_difference_check_catches_a_wrong_gradient():
 # ----------------------------------------------------------------------------- PyTorch
 
 
-@pytest.fixture(autouse=True)
-def float64_torch():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_loss_and_gradients_match_pytorch(variant):
     config = VARIANTS[variant]
@@ -111,18 +103,7 @@ def test_loss_and_gradients_match_pytorch(variant):
     params = perturbed(init_params(config, seed=5), rng)
     tokens, targets = random_batch(config, rng, batch=3)
     loss, grads = loss_and_grads(params, tokens, targets, config)
-
-    model = TorchTransformer(config)
-    model.load(params)
-    torch_loss = model(torch.tensor(tokens), torch.tensor(targets))
-    torch_loss.backward()
-    expected = model.grads()
-
-    assert abs(loss - torch_loss.item()) <= TORCH_TOL * abs(torch_loss.item())
-    assert set(grads) == set(expected)
-    for name, g in grads.items():
-        scale = float(np.max(np.abs(expected[name])))
-        np.testing.assert_allclose(g, expected[name], rtol=TORCH_TOL, atol=TORCH_TOL * scale, err_msg=name)
+    assert_matches_torch(loss, grads, params, tokens, targets, config, TORCH_TOL)
 
 
 def test_shorter_sequences_match_pytorch():

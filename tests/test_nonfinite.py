@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch_model import float64_torch  # noqa: F401 (autouse fixture: torch in float64)
 
 from derivations.reference import (
     attention,
@@ -46,14 +47,6 @@ from derivations.reference.monitor import gradient_report
 NAN, INF = math.nan, math.inf
 # The documented non-finite paths are quiet: no RuntimeWarning from the arithmetic inside.
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
-
-
-@pytest.fixture(autouse=True)
-def float64_torch():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
 
 
 def same(actual, expected, rtol=1e-12):

@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from torch_model import TorchTransformer
+from torch_model import TorchTransformer, assert_matches_torch, float64_torch  # noqa: F401 (autouse fixture)
 
 from derivations import autodiff as ad
 from derivations.reference import positional_encoding
@@ -34,14 +34,6 @@ FD_STEP = 1e-5
 # gradient entries of order 1e-2 to 1e-1: a relative error below 1e-6 leaves room for both and nothing else.
 FD_TOL = 1e-6
 TORCH_TOL = 1e-10
-
-
-@pytest.fixture(autouse=True)
-def float64_torch():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
 
 
 def perturbed(params, rng, scale=0.1):
@@ -235,16 +227,8 @@ def test_loss_and_gradients_match_pytorch(config, length):
     params = perturbed(init_params(config, seed=5), rng)
     tokens, targets = batch(config, rng, length=length)
     loss, grads = loss_and_grads(params, tokens, targets, config)
-    model = TorchTransformer(config)
-    model.load(params)
-    torch_loss = model(torch.tensor(tokens), torch.tensor(targets))
-    torch_loss.backward()
-    expected = model.grads()
-    assert abs(loss - torch_loss.item()) <= TORCH_TOL * abs(torch_loss.item())
-    assert set(grads) == set(expected) and "pos_embed" in grads
-    for name, g in grads.items():
-        scale = float(np.max(np.abs(expected[name])))
-        np.testing.assert_allclose(g, expected[name], rtol=TORCH_TOL, atol=TORCH_TOL * scale, err_msg=name)
+    model = assert_matches_torch(loss, grads, params, tokens, targets, config, TORCH_TOL)
+    assert "pos_embed" in grads
     assert sum(p.numel() for p in model.parameters()) == sum(p.size for p in params.values())
 
 

@@ -8,6 +8,8 @@ recorded activation and stage gradient with torch's autograd.
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -131,3 +133,29 @@ class TorchTransformer(nn.Module):
             g["ln_final.gamma"], g["ln_final.beta"] = self.ln_final.weight.grad, self.ln_final.bias.grad
         g["W_out"], g["b_out"] = self.head.weight.grad.T, self.head.bias.grad
         return {k: v.detach().numpy() for k, v in g.items()}
+
+
+@pytest.fixture(autouse=True)
+def float64_torch():
+    """Torch in float64, as the reference (autouse in every test module that imports it)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def assert_matches_torch(loss, grads, params, tokens, targets, config, tol: float) -> TorchTransformer:
+    """The reference's ``loss`` and ``grads`` equal torch's for the same parameters and batch: the loss
+    to relative ``tol``, every gradient entry to ``tol`` relative (or ``tol`` times its largest entry).
+    Returns the torch model, for checks of the caller's own."""
+    model = TorchTransformer(config)
+    model.load(params)
+    torch_loss = model(torch.tensor(tokens), torch.tensor(targets))
+    torch_loss.backward()
+    expected = model.grads()
+    assert abs(loss - torch_loss.item()) <= tol * abs(torch_loss.item())
+    assert set(grads) == set(expected)
+    for name, g in grads.items():
+        scale = float(np.max(np.abs(expected[name])))
+        np.testing.assert_allclose(g, expected[name], rtol=tol, atol=tol * scale, err_msg=name)
+    return model
