@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.metadata
+import json
+import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,3 +52,23 @@ def path_for(kind: str, key: str, suffix: str) -> Path:
     folder = CACHE / kind
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{key}{suffix}"
+
+
+def read_json_store(path: Path | None) -> dict:
+    """The dict a :func:`write_json_store` left at ``path``; empty when there is none, or when the file
+    is torn or not ours (a store only saves work: starting afresh is always right)."""
+    if path is None or not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_json_store(path: Path, data: dict) -> None:
+    """Write ``data`` to ``path`` as JSON through a file of this process renamed over it, so that a
+    build or test worker reading it at the same time sees the old store or the new, never half."""
+    partial = path.with_suffix(f".{os.getpid()}.partial")
+    partial.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")  # key order kept: it is the output's
+    partial.replace(path)

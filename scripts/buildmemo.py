@@ -25,8 +25,9 @@ import copy
 import hashlib
 import importlib.metadata
 import json
-import os
 from pathlib import Path
+
+from buildcache import path_for, read_json_store, write_json_store
 
 LIBRARIES = ("mkdocs-material", "pymdown-extensions", "pygments", "markdown")
 
@@ -37,23 +38,16 @@ ORIGINAL: dict = {}  # the wrapped functions, as the libraries define them
 
 
 def _store() -> Path:
-    from buildcache import path_for
-
     versions = "".join(f"{name}=={importlib.metadata.version(name)}" for name in LIBRARIES)
     key = hashlib.sha256(Path(__file__).read_bytes() + versions.encode()).hexdigest()[:16]
     return path_for("memo", f"pages-{key}", ".json")
 
 
-def new_build(use_disk: bool = True) -> None:
+def new_build() -> None:
     """At the start of each build: what the last build used becomes what this one can reuse."""
     if not _state["loaded"]:
         _state["loaded"] = True
-        store = _store() if use_disk else None
-        if store is not None and store.exists():
-            try:
-                _memo["current"] = json.loads(store.read_text(encoding="utf-8"))
-            except ValueError:  # a torn or foreign file: start afresh
-                _memo["current"] = {}
+        _memo["current"] = read_json_store(_store())
     _memo["previous"], _memo["current"] = _memo["current"], {}
     _state["misses"] = 0
 
@@ -62,11 +56,7 @@ def save() -> None:
     """At the end of a build: keep what it used, for the next build in another process."""
     if not _state["misses"] and _memo["current"].keys() == _memo["previous"].keys():
         return
-    store = _store()
-    partial = store.with_suffix(f".{os.getpid()}.partial")
-    kept = {key: value for key, value in _memo["current"].items() if key not in _local}
-    partial.write_text(json.dumps(kept, ensure_ascii=False), encoding="utf-8")
-    partial.replace(store)
+    write_json_store(_store(), {key: value for key, value in _memo["current"].items() if key not in _local})
 
 
 def _recall(key: str, count_miss: bool = True):

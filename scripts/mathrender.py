@@ -8,14 +8,16 @@ message instead of reaching the reader as red text.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
-import os
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from buildcache import path_for, read_json_store, write_json_store
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_SCRIPT = ROOT / "scripts" / "katex_render.js"
@@ -57,12 +59,7 @@ class KatexRenderer:
             raise RuntimeError(f"{KATEX_DIST} missing: run `npm ci` (the README's commands do)")
         self._process: subprocess.Popen | None = None
         self._store = store
-        self._memo: dict[str, dict] = {}
-        if store is not None and store.exists():
-            try:
-                self._memo = json.loads(store.read_text(encoding="utf-8"))
-            except ValueError:  # a torn or foreign file: render afresh
-                self._memo = {}
+        self._memo: dict[str, dict] = read_json_store(store)
         self._saved = len(self._memo)
         self._used: set[str] = set()
         self._keep = keep  # beyond this many stored formulas, only those this process used are kept
@@ -92,9 +89,7 @@ class KatexRenderer:
             return
         if len(self._memo) > self._keep:  # formulas of pages long edited away are dropped
             self._memo = {key: value for key, value in self._memo.items() if key in self._used}
-        partial = self._store.with_suffix(f".{os.getpid()}.partial")
-        partial.write_text(json.dumps(self._memo, ensure_ascii=False), encoding="utf-8")
-        partial.replace(self._store)
+        write_json_store(self._store, self._memo)
         self._saved = len(self._memo)
 
     def close(self) -> None:
@@ -112,13 +107,9 @@ class KatexRenderer:
 
 def store_path() -> Path:
     """Where the build keeps its renderings: keyed on the KaTeX version and the Node script."""
-    import hashlib
-
-    import buildcache
-
     katex = json.loads((KATEX_DIST.parent / "package.json").read_text(encoding="utf-8"))["version"]
     key = hashlib.sha256(NODE_SCRIPT.read_bytes() + katex.encode()).hexdigest()[:16]
-    return buildcache.path_for("katex", f"formulas-{key}", ".json")
+    return path_for("katex", f"formulas-{key}", ".json")
 
 
 _SHARED: KatexRenderer | None = None

@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import html
 import json
-import os
 import re
 from pathlib import Path
+
+from buildcache import path_for, read_json_store, write_json_store
 
 _readings: dict[str, str | None] = {}  # formula -> its Unicode reading; None: pylatexenc cannot read it
 
@@ -54,8 +55,8 @@ def rewrite_index(path: Path) -> int:
     index = json.loads(path.read_text(encoding="utf-8"))
     converter = _converter()
     stored = _stored_readings()
-    if stored.exists() and not _readings:
-        _readings.update(json.loads(stored.read_text(encoding="utf-8")))
+    if not _readings:
+        _readings.update(read_json_store(stored))
     known = len(_readings)
     changed = 0
     for doc in index.get("docs", []):
@@ -67,16 +68,12 @@ def rewrite_index(path: Path) -> int:
                 changed += 1
     path.write_text(json.dumps(index, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
     if len(_readings) != known or not stored.exists():
-        partial = stored.with_suffix(f".{os.getpid()}.partial")
-        partial.write_text(json.dumps(_readings, ensure_ascii=False, sort_keys=True), encoding="utf-8")
-        partial.replace(stored)
+        write_json_store(stored, _readings)
     return changed
 
 
 def _stored_readings() -> Path:
     from importlib.metadata import version
 
-    import buildcache
-
     key = hashlib.sha256(Path(__file__).read_bytes() + version("pylatexenc").encode()).hexdigest()[:16]
-    return buildcache.path_for("search", f"readings-{key}", ".json")
+    return path_for("search", f"readings-{key}", ".json")
