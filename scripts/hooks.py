@@ -201,10 +201,15 @@ def _start_figures() -> None:
     _state["figure_thread"] = _background("figures", run)
 
 
+def _title(text: str, default: str) -> str:
+    """A page's title: its first level-1 heading, else ``default``."""
+    return next((line[2:].strip() for line in text.splitlines() if line.startswith("# ")), default)
+
+
 def _write_chapter_notebooks() -> None:
     for src, (notebook, text, name) in _state["notebook_files"].items():
         filled, _ = pageprose.substitute(text, _page_runs(src))  # errors are reported when the page renders
-        title = next((line[2:].strip() for line in text.splitlines() if line.startswith("# ")), name)
+        title = _title(text, name)
         try:  # the same filled page gives the same notebook (under `mkdocs serve`, most pages are unchanged)
             content, _ = buildmemo.in_process("chapter notebook", (filled, title),
                                               lambda: (chapternotebook.dumps(chapternotebook.build(filled, title)), []))
@@ -263,9 +268,7 @@ def _page_runs(page_src: str) -> list:
     if "pages_error" in _state:
         log.error("executing the pages failed: %s", _state["pages_error"])
         return []
-    runs = _state["page_runs"].of(page_src)
-    _state["outputs"].runs.update({(page_src, run.session): run for run in runs})
-    return runs
+    return _state["page_runs"].of(page_src)
 
 
 def _all_page_runs() -> dict:
@@ -327,7 +330,7 @@ def on_files(files, config):
         text = Path(file.abs_src_path).read_text(encoding="utf-8")
         if file.src_uri.endswith(".ipynb"):
             text = claimsmd.notebook_markdown(text)
-        title = next((line[2:].strip() for line in text.splitlines() if line.startswith("# ")), file.name)
+        title = _title(text, file.name)
         for citation in claimsmd.find_citations(text):
             for item_id in [citation.claim_id, *claimsmd.cited_claims(citation)]:  # a derivation cites its claim
                 pages = cited_by.setdefault(item_id, [])
@@ -398,7 +401,7 @@ def on_page_markdown(markdown, page, config, files):
         errors += index_errors
     for error in errors:
         log.error("docs/%s: %s", src, error)
-    _state["outputs"].begin_page(src)
+    _state["outputs"].begin_page(src, runs)
     if src in _state.get("notebook_links", {}):
         markdown = _with_download_link(markdown, _state["notebook_links"][src])
     markdown, errors = claimsmd.expand(markdown, src, _renderer())
@@ -432,19 +435,21 @@ def on_post_page(output, page, config):
     _renderer()
     src = page.file.src_uri
     if src.endswith(".ipynb"):  # writes the notebook's shared stylesheet into the site: always run
-        output, problems = _finish_page(output, page, config)
+        source = Path(config.docs_dir, src).read_text(encoding="utf-8")
+        output, problems = _finish_page(output, page, config, source)
     else:  # the same HTML, source and figures give the same page: an unchanged page under `mkdocs serve`
         source = Path(page.file.abs_src_path).read_text(encoding="utf-8") if page.file.abs_src_path else None
         key = (output, src, source, _state["package_hash"], _state["figure_names"], src in _state.get("prose_failed", ()))
-        output, problems = buildmemo.in_process("finished page", key, lambda: _finish_page(output, page, config))
+        output, problems = buildmemo.in_process("finished page", key,
+                                                lambda: _finish_page(output, page, config, source))
     for problem in problems:
         log.error("%s", problem)
     return output
 
 
-def _finish_page(output: str, page, config) -> tuple[str, list[str]]:
+def _finish_page(output: str, page, config, source: str | None) -> tuple[str, list[str]]:
     """The built page with its figures, notebook parts and math in place, checked, slimmed; and the
-    problems found, each naming the page."""
+    problems found, each naming the page (``source``: the page's source, for the formulas' lines)."""
     src = page.file.src_uri
     problems: list[str] = []
     # Each figure as its light and dark drawing (and phone layout), opening in the lightbox; here, not
@@ -460,9 +465,6 @@ def _finish_page(output: str, page, config) -> tuple[str, list[str]]:
         output = notebookpage.with_download_link(output, Path(src).name)
         output, errors = claimsmd.expand_html(output, page.url, renderer=_state["renderer"])
         problems += [f"docs/{src}: {error}" for error in errors]
-    source = Path(page.file.abs_src_path).read_text(encoding="utf-8") if page.file.abs_src_path else None
-    if src.endswith(".ipynb"):
-        source = Path(config.docs_dir, src).read_text(encoding="utf-8")
     output, errors = mathrender.render_page(output, _state["renderer"], source)
     for error in errors:
         where = f"docs/{src}" + (f":{error.line}" if error.line else " (formula not in the source: from a claim?)")

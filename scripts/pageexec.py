@@ -317,13 +317,14 @@ class PageOutputs:
     """
 
     def __init__(self) -> None:
-        self.runs: dict[tuple[str, str], SessionRun] = {}
         self.page: str | None = None
+        self._runs: dict[str, SessionRun] = {}  # the page's runs by session
         self._next: dict[str, int] = {}
 
-    def begin_page(self, page: str) -> None:
-        """Called before a page's Markdown is converted: its blocks are served from the start."""
-        self.page, self._next = page, {}
+    def begin_page(self, page: str, runs: list[SessionRun]) -> None:
+        """Called before a page's Markdown is converted, with the runs of its sessions: its blocks
+        are served from the start."""
+        self.page, self._runs, self._next = page, {run.session: run for run in runs}, {}
 
     def format(self, **options):
         from markdown_exec import base_format
@@ -333,7 +334,7 @@ class PageOutputs:
     def _output(self, code: str, returncode: int = 0, session: str | None = None, id: str = "", **extra) -> str:  # noqa: A002
         from markdown_exec import ExecutionError
 
-        run = self.runs.get((self.page, session or ""))
+        run = self._runs.get(session or "")
         if run is None:
             raise ExecutionError(f"docs/{self.page}: session {session!r} was not executed")
         index = self._next.get(run.session, 0)
