@@ -35,7 +35,9 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Debian's headless shell first: the same Blink as the browser without its window machinery, it
+# loads and lays out the pages with about a fifth less CPU (Playwright's own headless default).
+CHROMIUM = shutil.which("chromium-headless-shell") or shutil.which("chromium") or shutil.which("chromium-browser")
 # The last one: Chromium resolves no host name but localhost, so a request that slipped past
 # OffsiteGuard's nets could not leave either.
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -61,9 +63,9 @@ def static_server(directory: Path):
 
 @contextlib.contextmanager
 def chromium(*extra_args: str):
-    """Debian's Chromium under Playwright's sync API (skipped, or failed under CI, when it is missing)."""
+    """Debian's Chromium (its headless shell) under Playwright's sync API (skipped, or failed under CI, when it is missing)."""
     if CHROMIUM is None:
-        skip_or_fail("Debian's chromium is not installed (scripts/test installs it where it can)")
+        skip_or_fail("Debian's chromium-headless-shell (or chromium) is not installed (scripts/test installs it where it can)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -247,7 +247,7 @@ async def _dark_system_gets_the_dark_scheme(browser, server: str, screen: str) -
 
 def test_every_page_at_both_widths_in_both_schemes(built_site: Path, server: str) -> None:
     if CHROMIUM is None:
-        skip_or_fail("Debian's chromium is not installed (scripts/test installs it where it can)")
+        skip_or_fail("Debian's chromium-headless-shell (or chromium) is not installed (scripts/test installs it where it can)")
     from playwright.async_api import async_playwright
 
     from derivations.figures import NARROW
