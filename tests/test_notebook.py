@@ -46,10 +46,18 @@ def first_line(cell) -> str:
     return cell.source.strip().splitlines()[0] if cell.source.strip() else "<empty>"
 
 
-def run(nb) -> tuple[int | None, str, float]:
-    """Execute ``nb`` in place, cell by cell; return (index of the failing cell or None, error, seconds)."""
-    client = NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT,
+def run(nb, kernel=None) -> tuple[int | None, str, float]:
+    """Execute ``nb`` in place, cell by cell; return (index of the failing cell or None, error, seconds).
+
+    In a fresh kernel, or in the running ``kernel`` (a kernel manager and its connected client) after
+    clearing its namespace (``%reset -f``): then the cells see only what they define, as in a fresh one."""
+    km, kc = kernel or (None, None)
+    if kc is not None:
+        reply = kc.execute_interactive("%reset -f", timeout=CELL_TIMEOUT, output_hook=lambda message: None)
+        assert reply["content"]["status"] == "ok", reply["content"]
+    client = NotebookClient(nb, km=km, kernel_name="python3", timeout=CELL_TIMEOUT,
                             resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+    client.kc = kc
     with client.setup_kernel():
         start = time.perf_counter()
         for index, cell in enumerate(nb.cells):
@@ -198,14 +206,41 @@ WRONG_FORMULAS = {
 }
 
 
+@pytest.fixture(scope="module")
+def kernel():
+    """One kernel for the wrong-formula runs, reset before each (see ``run``): starting a kernel
+    costs about as much as running the whole notebook."""
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel(cwd=str(NOTEBOOK.parent))
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=CELL_TIMEOUT)
+        yield km, kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def test_a_reset_kernel_keeps_nothing_of_the_previous_run(kernel) -> None:
+    """The control for sharing a kernel: a name the previous run defined is gone after the reset."""
+    defines = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("leftover = 1")])
+    assert run(defines, kernel)[0] is None
+    uses = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(leftover)")])
+    failed, error, _ = run(uses, kernel)
+    assert failed == 0 and error.startswith("NameError"), error
+
+
 @pytest.mark.parametrize("mistake", list(WRONG_FORMULAS))
-def test_a_wrong_formula_is_caught(mistake: str) -> None:
+def test_a_wrong_formula_is_caught(mistake: str, kernel) -> None:
     right, wrong, check_name = WRONG_FORMULAS[mistake]
     nb = nbformat.read(NOTEBOOK, as_version=4)
     cells = [cell for cell in nb.cells if cell.cell_type == "code" and right in cell.source]
     assert len(cells) == 1, f"the notebook no longer contains {right!r}: update WRONG_FORMULAS"
     cells[0].source = cells[0].source.replace(right, wrong)
-    failed, error, _ = run(nb)
+    failed, error, _ = run(nb, kernel)
     assert failed is not None, f"{mistake}: the notebook ran to the end"
     assert error.startswith("AssertionError"), f"{mistake}: failed with {error}, not a check"
     errors = {m["name"]: float(m["error"]) for m in CHECK_LINE.finditer(text_of(nb.cells[failed]))}
