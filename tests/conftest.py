@@ -224,6 +224,28 @@ def built_site(tmp_path_factory) -> Path:
     return site
 
 
+@pytest.fixture(scope="session")
+def exercise_site(tmp_path_factory) -> Path:
+    """A small site with every exercise of the chapters on one page, ``all/`` (the real site has a
+    page per chapter), for the browser tests of the self-check and the rendering test of each kind.
+    Tests that use it belong to the ``exercise-sites`` xdist group, so one worker builds it."""
+    root = tmp_path_factory.mktemp("exercise-site")
+    docs = root / "docs"
+    (docs / "assets").mkdir(parents=True)
+    (docs / "index.md").write_text("# Home\n\nSee [the exercises](exercises.md).\n")
+    for name in ("exercises.md", "claims.md", "derivations.md", "assets/site.css", "assets/exercises.js"):
+        shutil.copy(DOCS / name, docs / name)
+    # Every exercise on one page of this small site (the real site has a page per chapter).
+    markers = [line for page in sorted((DOCS / "questions").glob("*.md"))
+               for line in page.read_text(encoding="utf-8").splitlines() if line.startswith("[[exercise:")]
+    (docs / "all.md").write_text("# All exercises\n\n" + "\n\n".join(markers) + "\n")
+    config = write_config(root, docs, nav=None, extra_css=["assets/katex/katex.min.css", "assets/site.css"])
+    result = mkdocs_build(root / "site", config)
+    if result.returncode != 0:
+        pytest.fail(f"the exercise site did not build:\n{result.stdout}\n{result.stderr}", pytrace=False)
+    return root / "site"
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items) -> None:
     """Make ``--dist loadgroup`` keep an ``xdist_group`` on one worker under pytest 9.

@@ -13,13 +13,12 @@ every exercise in one round trip into the page.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 
-from conftest import DOCS, OffsiteGuard, PageWatch, chromium, mkdocs_build, static_server, write_config
+from conftest import OffsiteGuard, PageWatch, chromium, static_server
 
 pytestmark = pytest.mark.xdist_group("exercise-sites")
 
@@ -29,25 +28,6 @@ PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touc
 # never ends must not hang the test.)
 TRANSITIONS_DONE = """e => Promise.race([Promise.allSettled(e.getAnimations({subtree: true}).map(a => a.finished)),
                                  new Promise(done => setTimeout(done, 5000))])"""
-
-
-@pytest.fixture(scope="module")
-def exercise_site(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("exercise-site")
-    docs = root / "docs"
-    (docs / "assets").mkdir(parents=True)
-    (docs / "index.md").write_text("# Home\n\nSee [the exercises](exercises.md).\n")
-    for name in ("exercises.md", "claims.md", "derivations.md", "assets/site.css", "assets/exercises.js"):
-        shutil.copy(DOCS / name, docs / name)
-    # Every exercise on one page of this small site (the real site has a page per chapter).
-    markers = [line for page in sorted((DOCS / "questions").glob("*.md"))
-               for line in page.read_text(encoding="utf-8").splitlines() if line.startswith("[[exercise:")]
-    (docs / "all.md").write_text("# All exercises\n\n" + "\n\n".join(markers) + "\n")
-    config = write_config(root, docs, nav=None, extra_css=["assets/katex/katex.min.css", "assets/site.css"])
-    result = mkdocs_build(root / "site", config)
-    if result.returncode != 0:
-        pytest.fail(f"the exercise site did not build:\n{result.stdout}\n{result.stderr}", pytrace=False)
-    return root / "site"
 
 
 @pytest.fixture(scope="module")

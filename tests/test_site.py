@@ -87,15 +87,28 @@ def test_build_is_reproducible(built_site: Path, tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- bad input fails the build
 
 
-def mini_site(tmp_path: Path, page: str) -> subprocess.CompletedProcess:
-    """Build a one-page site with the real configuration and hooks."""
+def mini_site(tmp_path: Path, page: str, notebook_cell: str | None = None) -> subprocess.CompletedProcess:
+    """Build a one-page site with the real configuration and hooks; with ``notebook_cell``, also a
+    notebook ``nb.ipynb`` whose first cell is that Markdown and whose second prints 42."""
     docs = tmp_path / "docs"
     docs.mkdir()
-    (docs / "index.md").write_text("# Home\n\nSee [the page](page.md).\n")
+    (docs / "index.md").write_text("# Home\n\nSee [the page](page.md)" + (" and [the notebook](nb.ipynb)" if notebook_cell else "") + ".\n")
     (docs / "page.md").write_text(page)
     for registry_page in ("claims.md", "derivations.md"):  # the registry's two pages link to each other
         (docs / registry_page).write_text((ROOT / "docs" / registry_page).read_text())
+    if notebook_cell is not None:
+        write_notebook(docs / "nb.ipynb", notebook_cell)
     return mkdocs_build(tmp_path / "site", write_config(tmp_path, docs, nav=None))
+
+
+def write_notebook(path: Path, markdown_cell: str) -> None:
+    """A notebook whose first cell is ``markdown_cell`` and whose second prints 42."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_markdown_cell(markdown_cell), nbformat.v4.new_code_cell("print(6 * 7)")]
+    nbformat.write(nb, path)
 
 
 BAD_PAGES = {
@@ -125,19 +138,30 @@ BAD_PAGES = {
 
 BAD_NAMES = {kind: f"bad{number}" for number, kind in enumerate(BAD_PAGES)}
 
+# Notebooks (nb0.ipynb, ...): a Markdown cell with the problem, and the error that must name the notebook.
+BAD_NOTEBOOK_CELLS = {
+    "broken math after a claim line": ("# NB\n\n[[claim: softmax.vjp]]\n\nThen $\\frac{a$ here.", "KaTeX cannot render"),
+    "malformed claim marker": ("# NB\n\nSee [[claim: softmax.vjp] here.", "unexpanded marker"),
+    "unknown claim": ("# NB\n\n[[claim: no.such-claim]]", "unknown claim id 'no.such-claim'"),
+}
+
 
 @pytest.fixture(scope="module")
 def bad_site_log(tmp_path_factory) -> str:
-    """One site holding every bad page (bad0.md, bad1.md, ...), built once: a strict build reports
-    every problem it finds before it aborts, so each page's error must be in this one log."""
+    """One site holding every bad page (bad0.md, bad1.md, ...) and every bad notebook (nb0.ipynb,
+    ...), built once: a strict build reports every problem it finds before it aborts, so each
+    page's error must be in this one log."""
     root = tmp_path_factory.mktemp("bad-site")
     docs = root / "docs"
     docs.mkdir()
     links = "".join(f"- [{name}]({name}.md)\n" for name in BAD_NAMES.values())
+    links += "".join(f"- [nb{n}](nb{n}.ipynb)\n" for n in range(len(BAD_NOTEBOOK_CELLS)))
     (docs / "index.md").write_text(f"# Home\n\n{links}")
     (docs / "claims.md").write_text((ROOT / "docs" / "claims.md").read_text())
     for kind, (page, _) in BAD_PAGES.items():
         (docs / f"{BAD_NAMES[kind]}.md").write_text(page.replace('session="page"', f'session="{BAD_NAMES[kind]}"'))
+    for number, (cell, _) in enumerate(BAD_NOTEBOOK_CELLS.values()):
+        write_notebook(docs / f"nb{number}.ipynb", cell)
     result = mkdocs_build(root / "site", write_config(root, docs, nav=None))
     assert result.returncode != 0, "a site made of bad pages built"
     return result.stdout + result.stderr
@@ -152,15 +176,25 @@ def test_bad_input_fails_the_build(bad_site_log: str, kind: str) -> None:
     assert message in bad_site_log, f"{kind}: the error does not say {message!r}\n{bad_site_log}"
 
 
-def test_good_mini_site_builds(tmp_path: Path) -> None:
-    """The control for the test above: a page using every feature correctly builds."""
-    page = (
-        "# P\n\n## Section\n\nInline \\( \\delta^{i}_{m} \\) and a claim:\n\n[[claim: softmax.jacobian]]\n\n"
-        '```python exec="on" session="page"\nprint("computed", 6 * 7)\n```\n\n[back](index.md) and [here](#section).\n'
-    )
-    result = mini_site(tmp_path, page)
+GOOD_PAGE = (
+    "# P\n\n## Section\n\nInline \\( \\delta^{i}_{m} \\) and a claim:\n\n[[claim: softmax.jacobian]]\n\n"
+    '```python exec="on" session="page"\nprint("computed", 6 * 7)\n```\n\n[back](index.md) and [here](#section).\n'
+)
+GOOD_NOTEBOOK_CELL = "# NB\n\n[[claim: softmax.vjp]]\n\nThen $x^{2}$ and $$\\frac{a}{b}$$ here."
+
+
+@pytest.fixture(scope="module")
+def good_site(tmp_path_factory) -> Path:
+    """The control for the bad pages and notebooks below: a page and a notebook using every feature
+    correctly, in one small site built with the real configuration and hooks."""
+    root = tmp_path_factory.mktemp("good-site")
+    result = mini_site(root, GOOD_PAGE, notebook_cell=GOOD_NOTEBOOK_CELL)
     assert result.returncode == 0, result.stdout + result.stderr
-    html = (tmp_path / "site" / "page" / "index.html").read_text(encoding="utf-8")
+    return root / "site"
+
+
+def test_good_mini_site_builds(good_site: Path) -> None:
+    html = (good_site / "page" / "index.html").read_text(encoding="utf-8")
     assert "computed 42" in html and 'class="katex"' in html and "claim-badge" in html
 
 
@@ -193,64 +227,16 @@ def test_internal_links_and_anchors_resolve(built_site: Path) -> None:
     assert not broken, "\n".join(sorted(set(broken)))
 
 
-# ----------------------------------------------------------------------------- bad notebooks fail the build
-
-
-def notebook_site(tmp_path: Path, markdown_cell: str) -> subprocess.CompletedProcess:
-    """A site with one notebook whose first cell is ``markdown_cell``, built with the real hooks."""
-    import nbformat
-
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "index.md").write_text("# Home\n\nSee [the notebook](nb.ipynb).\n")
-    for registry_page in ("claims.md", "derivations.md"):  # the registry's two pages link to each other
-        (docs / registry_page).write_text((ROOT / "docs" / registry_page).read_text())
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_markdown_cell(markdown_cell), nbformat.v4.new_code_cell("print(6 * 7)")]
-    nbformat.write(nb, docs / "nb.ipynb")
-    return mkdocs_build(tmp_path / "site", write_config(tmp_path, docs, nav=None))
-
-
-BAD_NOTEBOOK_CELLS = {
-    "broken math after a claim line": ("# NB\n\n[[claim: softmax.vjp]]\n\nThen $\\frac{a$ here.", "KaTeX cannot render"),
-    "malformed claim marker": ("# NB\n\nSee [[claim: softmax.vjp] here.", "unexpanded marker"),
-    "unknown claim": ("# NB\n\n[[claim: no.such-claim]]", "unknown claim id 'no.such-claim'"),
-}
-
-
-@pytest.fixture(scope="module")
-def bad_notebooks_log(tmp_path_factory) -> str:
-    """One site with one bad notebook per kind (nb0.ipynb, ...), built once."""
-    import nbformat
-
-    root = tmp_path_factory.mktemp("bad-notebooks")
-    docs = root / "docs"
-    docs.mkdir()
-    (docs / "index.md").write_text("# Home\n\n" + "".join(f"- [nb{n}](nb{n}.ipynb)\n" for n in range(len(BAD_NOTEBOOK_CELLS))))
-    (docs / "claims.md").write_text((ROOT / "docs" / "claims.md").read_text())
-    for number, (cell, _) in enumerate(BAD_NOTEBOOK_CELLS.values()):
-        nb = nbformat.v4.new_notebook()
-        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-        nb.cells = [nbformat.v4.new_markdown_cell(cell), nbformat.v4.new_code_cell("print(6 * 7)")]
-        nbformat.write(nb, docs / f"nb{number}.ipynb")
-    result = mkdocs_build(root / "site", write_config(root, docs, nav=None))
-    assert result.returncode != 0, "a site made of bad notebooks built"
-    return result.stdout + result.stderr
-
-
 @pytest.mark.parametrize("kind", list(BAD_NOTEBOOK_CELLS))
-def test_bad_notebook_fails_the_build(bad_notebooks_log: str, kind: str) -> None:
+def test_bad_notebook_fails_the_build(bad_site_log: str, kind: str) -> None:
     _, message = BAD_NOTEBOOK_CELLS[kind]
     page = f"docs/nb{list(BAD_NOTEBOOK_CELLS).index(kind)}.ipynb"
-    lines = [line for line in bad_notebooks_log.splitlines() if page in line and message in line]
-    assert lines, f"{kind}: no error in {page} saying {message!r}\n{bad_notebooks_log}"
+    lines = [line for line in bad_site_log.splitlines() if page in line and message in line]
+    assert lines, f"{kind}: no error in {page} saying {message!r}\n{bad_site_log}"
 
 
-def test_good_notebook_builds(tmp_path: Path) -> None:
-    result = notebook_site(tmp_path, "# NB\n\n[[claim: softmax.vjp]]\n\nThen $x^{2}$ and $$\\frac{a}{b}$$ here.")
-    assert result.returncode == 0, result.stdout + result.stderr
-    html = (tmp_path / "site" / "nb" / "index.html").read_text(encoding="utf-8")
+def test_good_notebook_builds(good_site: Path) -> None:
+    html = (good_site / "nb" / "index.html").read_text(encoding="utf-8")
     assert html.count('class="katex"') >= 3 and "claim-badge" in html and "42" in html
 
 
