@@ -254,16 +254,30 @@ def pytest_collection_modifyitems(config, items) -> None:
     ``_nodeid``, an attribute pytest 9 no longer reads (node ids live in ``_id``): every group was
     silently spread over both workers, and each built its module fixtures (browsers, sites) again.
     This appends the suffix where xdist's own attempt did not take.
+
+    It also hands out the groups first, the longest first (``GROUPS_LONGEST_FIRST``): xdist deals the
+    first units of work to the workers in turn and the rest as they free up, so a long group begun
+    last would run on alone while the other worker idles.
     """
     if not getattr(config.option, "loadgroup", False):
         return
     from _pytest.nodeid import NodeId
 
+    def groups(item) -> list[str]:
+        return sorted({str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                       for mark in item.iter_markers("xdist_group")})
+
     for item in items:
-        names = sorted({str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
-                        for mark in item.iter_markers("xdist_group")})
+        names = groups(item)
         if names and "@" not in item.nodeid:
             item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(names)}")
+    rank = {name: place for place, name in enumerate(GROUPS_LONGEST_FIRST)}
+    items.sort(key=lambda item: min((rank.get(name, len(rank)) for name in groups(item)), default=len(rank) + 1))
+
+
+# The xdist groups by how long they take (the browser sweep, the exercise site and its browser, the
+# small sites, the notebook runs); a group not listed comes after these and before ungrouped tests.
+GROUPS_LONGEST_FIRST = ("layout", "exercise-sites", "site", "notebook")
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
