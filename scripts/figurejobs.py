@@ -14,6 +14,7 @@ site serves variant ``v`` of figure ``name`` at ``vis/<name><v>.svg``.
 
 from __future__ import annotations
 
+import ast
 import json
 import sys
 import threading
@@ -33,14 +34,33 @@ def figure_path(name: str, key: str, variant: str = "") -> Path:
     return buildcache.path_for("figures", f"{name}{variant}-{key}", ".svg")
 
 
-def catalogue() -> dict[str, list[str]]:
+def catalogue(package: Path | None = None) -> dict[str, list[str]]:
     """Every figure's name and its variants: all four if it draws a narrow layout, else two.
 
-    Imports the makers (matplotlib and all); the build keeps the answer per source hash.
+    Read from the makers' ``@register("name", narrow=True)`` decorators in the source of
+    ``derivations/figures``, without importing them (matplotlib and all: a second at the start of a
+    cold build, before the figures could start drawing). A ``register`` call whose name or ``narrow``
+    is not written as a literal cannot be read this way, and is an error naming its file and line.
     """
-    from derivations.figures import FIGURES, NARROW
-
-    return {name: list(VARIANTS if name in NARROW else VARIANTS[:2]) for name in sorted(FIGURES)}
+    package = package or buildcache.ROOT / "derivations" / "figures"
+    figures: dict[str, list[str]] = {}
+    for source in sorted(package.glob("*.py")):
+        tree = ast.parse(source.read_text(encoding="utf-8"), str(source))
+        shown = source.relative_to(buildcache.ROOT) if source.is_relative_to(buildcache.ROOT) else source
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "register"):
+                continue
+            where = f"{shown}:{node.lineno}"
+            arguments = {**dict(zip(("name", "narrow"), node.args)), **{k.arg: k.value for k in node.keywords}}
+            name, narrow = arguments.get("name"), arguments.get("narrow", ast.Constant(False))
+            if not (isinstance(name, ast.Constant) and isinstance(name.value, str)
+                    and isinstance(narrow, ast.Constant) and isinstance(narrow.value, bool)):
+                raise ValueError(f"{where}: register(...) needs a literal name and narrow=True/False "
+                                 f"(the build reads them without importing the figure makers)")
+            if name.value in figures:
+                raise ValueError(f"{where}: figure {name.value!r} registered twice")
+            figures[name.value] = list(VARIANTS if narrow.value else VARIANTS[:2])
+    return dict(sorted(figures.items()))
 
 
 def all_drawn(key: str, figures: dict[str, list[str]]) -> bool:

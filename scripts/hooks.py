@@ -170,12 +170,7 @@ def _start_figures() -> None:
     """Draw the missing figures in a child process (fresh imports, beside the pages) while the
     build goes on; ``on_env`` waits for it, before MkDocs copies the files."""
     key = _state["package_hash"]
-    catalogue_file = buildcache.path_for("figures", f"catalogue-{key}", ".json")
-    if catalogue_file.exists():  # importing the figure makers (matplotlib and all) costs a second
-        _state["figures"] = json.loads(catalogue_file.read_text())
-    else:
-        _state["figures"] = figurejobs.catalogue()
-        catalogue_file.write_text(json.dumps(_state["figures"]))
+    _state["figures"] = figurejobs.catalogue()
     _state["figure_names"] = sorted(_state["figures"])
     if figurejobs.all_drawn(key, _state["figures"]):
         _state["figure_thread"] = None

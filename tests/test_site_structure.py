@@ -183,6 +183,27 @@ def test_every_figure_has_its_dark_version_and_phone_layout(built_site: Path) ->
         assert (vis / f"{name}-narrow-dark.svg").exists() == (name in NARROW), name
 
 
+def test_the_build_reads_the_figure_catalogue_as_the_makers_register_it(tmp_path: Path) -> None:
+    """The build lists the figures from the makers' source, without importing them; the list must be
+    the registry's, and a registration it cannot read is an error, not a figure left out."""
+    import figurejobs
+    from derivations.figures import FIGURES, NARROW
+
+    assert figurejobs.catalogue() == {name: list(figurejobs.VARIANTS if name in NARROW else figurejobs.VARIANTS[:2])
+                                      for name in sorted(FIGURES)}
+    package = tmp_path / "figures"
+    package.mkdir()
+    (package / "a.py").write_text('@register("wide_only")\ndef a(): ...\n\n@register(name="both", narrow=True)\ndef b(): ...\n')
+    assert figurejobs.catalogue(package) == {"both": list(figurejobs.VARIANTS), "wide_only": ["", "-dark"]}
+    for body, message in [("NAME = 'x'\n@register(NAME)\ndef a(): ...\n", "a literal name"),
+                          ("@register('x', narrow=WIDE)\ndef a(): ...\n", "a literal name"),
+                          ("@register('x')\ndef a(): ...\n@register('x')\ndef b(): ...\n", "registered twice")]:
+        (package / "a.py").write_text(body)
+        with pytest.raises(ValueError, match=message) as error:
+            figurejobs.catalogue(package)
+        assert "a.py:" in str(error.value)
+
+
 def test_home_page_lists_every_chapter_in_reading_order(built_site: Path) -> None:
     html = (built_site / "index.html").read_text(encoding="utf-8")
     section = html[html.index('id="reading-order"'):html.index('id="two-models-one-code-base"')]
