@@ -53,6 +53,27 @@ def test_other_arguments_compute_again_and_wrapped_bypasses_both_caches(cache):
     assert memo.memo_path("x", (2,)) != memo.memo_path("x", (4,)) != memo.memo_path("y", (4,))
 
 
+def test_calls_spelled_differently_share_one_result(cache):
+    """A page may write f() where a figure writes f(2, scale=1.0): the key is the arguments with defaults filled in."""
+    calls = []
+
+    def experiment(n=2, scale=1.0):
+        calls.append((n, scale))
+        return np.full(n, scale)
+
+    first, second = memo.shared(experiment), memo.shared(experiment)  # as two processes would see it
+    a = first()
+    b = second(2, scale=1.0)
+    assert calls == [(2, 1.0)]
+    np.testing.assert_array_equal(a, b)
+    assert second(n=2) is b and second(2, 1.0) is b  # the process's own cache, under one key
+    np.testing.assert_array_equal(first(scale=3.0), [3.0, 3.0])  # another value of a defaulted argument: computed
+    assert calls == [(2, 1.0), (2, 3.0)]
+    assert len(list((cache / "experiments").glob("*.pickle"))) == 2
+    with pytest.raises(TypeError):
+        first(2, 1.0, 5)  # a call the function itself would refuse
+
+
 def test_shared_arrays_are_read_only(cache):
     result = memo.shared(counted([]))(3)
     for array in (result["values"], result["pair"][0]):

@@ -43,6 +43,7 @@ from ..reference import (
 )
 from ..reference._checks import require
 from ..reference.model import TransformerConfig, forward_backward, init_params
+from .memo import shared
 
 __all__ = [
     "COST_SIZES",
@@ -172,11 +173,13 @@ def jacobian_cost(n: int, m: int, width: int = 32, seed: int = 0) -> dict:
     }
 
 
+@shared  # the page and the figure run in separate processes: computed once, read by both
 def cost_sweep(sizes=COST_SIZES, fixed: int = COST_FIXED, width: int = 32) -> dict:
     """:func:`jacobian_cost` with ``m = fixed`` over ``n`` in ``sizes``, and ``n = fixed`` over ``m``.
 
     Returns ``{"wide": [...], "tall": [...]}``: lists of the dicts of
-    :func:`jacobian_cost` for wide Jacobians (many inputs) and tall ones (many outputs).
+    :func:`jacobian_cost` for wide Jacobians (many inputs) and tall ones (many outputs), shared by
+    every caller with the same arguments (:func:`~.memo.shared`): read them, do not change them.
     """
     return {"wide": [jacobian_cost(n, fixed, width) for n in sizes],
             "tall": [jacobian_cost(fixed, m, width) for m in sizes]}
@@ -593,6 +596,7 @@ def _distinct_bytes(arrays) -> int:
     return int(sum(a.nbytes for a in owners.values()))
 
 
+@shared  # the page and the figure run in separate processes: computed once, read by both
 def attention_saved_bytes(lengths=MEMORY_LENGTHS, d_head: int = 16, n_heads: int = 4, batch: int = 1,
                           seed: int = 0) -> dict:
     """Bytes that attention keeps for its backward pass as the sequence grows, both ways.
@@ -606,7 +610,7 @@ def attention_saved_bytes(lengths=MEMORY_LENGTHS, d_head: int = 16, n_heads: int
     -------
     dict
         ``lengths``, ``standard`` (Q, K, V, A), ``weights`` (A alone),
-        ``efficient`` (Q, K, V, O, lse): integer arrays of bytes.
+        ``efficient`` (Q, K, V, O, lse): integer arrays of bytes, read-only (:func:`~.memo.shared`).
     """
     rng = np.random.default_rng(seed)
     standard, weights, efficient = [], [], []

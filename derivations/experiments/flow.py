@@ -120,6 +120,7 @@ CHAIN_DEPTH = 50
 CHAIN_SCALES = (0.5, 0.9, 1.0, 1.5, 3.0)
 
 
+@shared  # the page and the figure run in separate processes: computed once, read by both
 def deep_chain_gradient_norms(depth: int, weight_scale: float, activation: str = "tanh", width: int = 64,
                               batch: int = 16, seed: int = 0) -> np.ndarray:
     """Gradient norm at every layer of a plain stack ``h_l = f(h_{l-1} W_l)``.
@@ -134,7 +135,8 @@ def deep_chain_gradient_norms(depth: int, weight_scale: float, activation: str =
     Returns
     -------
     ndarray, shape ``[depth + 1]``
-        ``||dL/dh_l||`` (Frobenius, over the batch) for ``l = 0 ... depth``.
+        ``||dL/dh_l||`` (Frobenius, over the batch) for ``l = 0 ... depth``; read-only, as
+        :func:`~.memo.shared` keeps it for every caller with the same arguments.
 
     Examples
     --------

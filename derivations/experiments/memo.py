@@ -9,7 +9,9 @@ read it. A per-process cache sits in front, so a process asks the disk once.
 The key hashes exactly what the result can depend on: the source of the modules an
 experiment may import (:data:`SOURCES`, folders of the ``derivations`` package), NumPy's
 version, the function's name and its arguments. A change to any of them computes
-again; a change to a page, a figure or an exercise does not. The memo lives in
+again; a change to a page, a figure or an exercise does not. Arguments are keyed by the
+function's signature with its defaults filled in, so ``f()``, ``f(DEFAULT)`` and ``f(x=DEFAULT)``
+share one result (a page and a figure need not spell a call the same way). The memo lives in
 ``.cache/experiments/`` at the repository root, or under ``$DERIVATIONS_CACHE/experiments/``
 when that variable is set (as the training cache does, :mod:`derivations.reference.train`).
 Deleting the folder only costs the time to compute again.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import hashlib
+import inspect
 import os
 import pickle
 import re
@@ -104,22 +107,29 @@ def _load_or_compute(path: Path, compute):
 
 
 def shared(function):
-    """Decorator: compute ``function(*args)`` once across processes and once per process.
+    """Decorator: compute ``function(*args, **kwargs)`` once across processes and once per process.
 
+    The key is every parameter's name and value, defaults included (bound by the function's
+    signature), so calls that spell the same arguments differently share one result. The values
+    must be plain (numbers, strings, booleans, None, tuples of them), else ``TypeError``.
     The result is read back from the memo even by the process that computed it, so
     every caller gets the same bits (pickle keeps float64 exactly). Every array in it is
     read-only. ``function.__wrapped__`` computes afresh, bypassing both caches.
     """
 
     name = f"{function.__module__}.{function.__qualname__}"
+    signature = inspect.signature(function)
     results: dict[tuple, object] = {}
 
     @functools.wraps(function)
-    def memoised(*args):
-        _check_plain(name, args)  # before the lookup: a list would fail it as unhashable, an array quietly
-        if args not in results:
-            path = memo_path(name, args)
-            results[args] = _read_only(_load_or_compute(path, lambda: function(*args)))
-        return results[args]
+    def memoised(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)  # a TypeError for a call the function itself would refuse
+        bound.apply_defaults()
+        key = tuple(bound.arguments.items())
+        _check_plain(name, key)  # before the lookup: a list would fail it as unhashable, an array quietly
+        if key not in results:
+            path = memo_path(name, key)
+            results[key] = _read_only(_load_or_compute(path, lambda: function(*bound.args, **bound.kwargs)))
+        return results[key]
 
     return memoised
