@@ -173,13 +173,15 @@ def jacobian_cost(n: int, m: int, width: int = 32, seed: int = 0) -> dict:
     }
 
 
-@shared  # the page and the figure run in separate processes: computed once, read by both
 def cost_sweep(sizes=COST_SIZES, fixed: int = COST_FIXED, width: int = 32) -> dict:
     """:func:`jacobian_cost` with ``m = fixed`` over ``n`` in ``sizes``, and ``n = fixed`` over ``m``.
 
     Returns ``{"wide": [...], "tall": [...]}``: lists of the dicts of
-    :func:`jacobian_cost` for wide Jacobians (many inputs) and tall ones (many outputs), shared by
-    every caller with the same arguments (:func:`~.memo.shared`): read them, do not change them.
+    :func:`jacobian_cost` for wide Jacobians (many inputs) and tall ones (many outputs).
+
+    Not shared between processes (:func:`~.memo.shared`), although the page and its figure both
+    run it: it records graphs on the engine, whose node numbers count up per process, and the page
+    prints node numbers after it; reading the sweep from another process would change them.
     """
     return {"wide": [jacobian_cost(n, fixed, width) for n in sizes],
             "tall": [jacobian_cost(fixed, m, width) for m in sizes]}
