@@ -219,6 +219,7 @@ def recurrent_examples(d_h: int = RNN_WIDTH) -> dict[str, np.ndarray]:
     }
 
 
+@shared  # the page and the figure run in separate processes: computed once, read by both
 def rnn_gradient_horizon(W_hh, horizons, input_scale: float, seeds=SEEDS, batch: int = 8) -> np.ndarray:
     """How much of a gradient at ``h_T`` reaches ``h_0``, for each horizon ``T`` and each seed.
 
@@ -238,7 +239,9 @@ def rnn_gradient_horizon(W_hh, horizons, input_scale: float, seeds=SEEDS, batch:
     Returns
     -------
     ndarray, shape ``[len(seeds), len(horizons)]``
-        ``||dL/dh_0|| / ||dL/dh_T||`` for every seed (the norms over that seed's batch).
+        ``||dL/dh_0|| / ||dL/dh_T||`` for every seed (the norms over that seed's batch); read-only,
+        as :func:`~.memo.shared` keeps it for every caller with the same arguments (``W_hh`` named
+        by its content).
     """
     W_hh = np.asarray(W_hh, dtype=np.float64)
     horizons = [int(T) for T in horizons]

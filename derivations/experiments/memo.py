@@ -55,7 +55,8 @@ def memo_path(name: str, args: tuple = (), cache_dir: str | os.PathLike | None =
     """Where the result of ``name(*args)`` is kept: ``<cache>/experiments/<name>-<hash>.pickle``.
 
     ``args`` are numbers, strings, booleans, None and tuples of them: their ``repr`` names their
-    value (an array's would abbreviate a large one, and two arrays could share a key).
+    value (an array's would abbreviate a large one, and two arrays could share a key; :func:`shared`
+    names an array by its content, :func:`_key`).
     """
     _check_plain(name, args)
     if cache_dir is None:
@@ -74,6 +75,28 @@ def _plain(value) -> bool:
     if isinstance(value, tuple):
         return all(_plain(v) for v in value)
     return value is None or type(value) in (bool, int, float, str)
+
+
+def _key(name: str, value):
+    """``value`` as a plain value (:func:`_plain`) that names it exactly, or a ``TypeError``.
+
+    Numbers, strings, booleans and None name themselves; a tuple or a list is named by its items
+    (a list marked as one); an array of numbers by its dtype, its shape and a SHA-256 of its bytes,
+    since its ``repr`` abbreviates; a NumPy scalar by its dtype and value. Anything else has no
+    such name and is refused.
+    """
+    if _plain(value):
+        return value
+    if isinstance(value, (tuple, list)):
+        items = tuple(_key(name, v) for v in value)
+        return items if isinstance(value, tuple) else ("list", items)
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        digest = hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()
+        return ("ndarray", value.dtype.str, value.shape, digest)
+    if isinstance(value, np.generic) and value.dtype.kind in "biuf":  # np.float64(0.5): item() is exact
+        return ("scalar", value.dtype.str, value.item())
+    raise TypeError(f"{name}: a shared result is keyed by its arguments, so they must be numbers, strings, "
+                    f"booleans, None, arrays of numbers, or tuples or lists of them; got {value!r:.200}")
 
 
 def _read_only(result):
@@ -111,7 +134,8 @@ def shared(function):
 
     The key is every parameter's name and value, defaults included (bound by the function's
     signature), so calls that spell the same arguments differently share one result. The values
-    must be plain (numbers, strings, booleans, None, tuples of them), else ``TypeError``.
+    must be numbers, strings, booleans, None, arrays of numbers, or tuples or lists of them
+    (:func:`_key`), else ``TypeError``.
     The result is read back from the memo even by the process that computed it, so
     every caller gets the same bits (pickle keeps float64 exactly). Every array in it is
     read-only. ``function.__wrapped__`` computes afresh, bypassing both caches.
@@ -125,8 +149,7 @@ def shared(function):
     def memoised(*args, **kwargs):
         bound = signature.bind(*args, **kwargs)  # a TypeError for a call the function itself would refuse
         bound.apply_defaults()
-        key = tuple(bound.arguments.items())
-        _check_plain(name, key)  # before the lookup: a list would fail it as unhashable, an array quietly
+        key = _key(name, tuple(bound.arguments.items()))  # plain and hashable, arrays named by content
         if key not in results:
             path = memo_path(name, key)
             results[key] = _read_only(_load_or_compute(path, lambda: function(*bound.args, **bound.kwargs)))
