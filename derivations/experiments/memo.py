@@ -11,7 +11,8 @@ experiment may import (:data:`SOURCES`, folders of the ``derivations`` package),
 version, the function's name and its arguments. A change to any of them computes
 again; a change to a page, a figure or an exercise does not. Arguments are keyed by the
 function's signature with its defaults filled in, so ``f()``, ``f(DEFAULT)`` and ``f(x=DEFAULT)``
-share one result (a page and a figure need not spell a call the same way). The memo lives in
+share one result (a page and a figure need not spell a call the same way); an array argument is
+named by its content (:func:`_key`), since its ``repr`` abbreviates. The memo lives in
 ``.cache/experiments/`` at the repository root, or under ``$DERIVATIONS_CACHE/experiments/``
 when that variable is set (as the training cache does, :mod:`derivations.reference.train`).
 Deleting the folder only costs the time to compute again.
@@ -139,6 +140,10 @@ def shared(function):
     The result is read back from the memo even by the process that computed it, so
     every caller gets the same bits (pickle keeps float64 exactly). Every array in it is
     read-only. ``function.__wrapped__`` computes afresh, bypassing both caches.
+
+    Only for a function whose result is all it leaves behind: one that also changes state a
+    process reads later (the autodiff engine numbers the nodes it records, and a page prints
+    those numbers) would make that process's output depend on which process computed first.
     """
 
     name = f"{function.__module__}.{function.__qualname__}"
