@@ -489,17 +489,23 @@ def norm_placement_profiles() -> dict[tuple[str, int], np.ndarray]:
         and shared by the page and the figure.
     """
     tokens, targets = _placement_batch(PLACEMENT["batch"])
+    norms = ("post", "pre")
+    per_seed: dict[tuple[str, int], list] = {(norm, depth): [] for norm in norms for depth in PLACEMENT["depths"]}
+    for depth in PLACEMENT["depths"]:
+        configs = {norm: _placement_config(norm, depth) for norm in norms}
+        for seed in PLACEMENT["seeds"]:
+            # One initialisation serves both placements: pre-norm adds the final LayerNorm,
+            # whose scale and shift are ones and zeros, not drawn, so every other parameter is the same.
+            pre = init_params(configs["pre"], seed)
+            params = {"post": {k: v for k, v in pre.items() if not k.startswith("ln_final.")}, "pre": pre}
+            for norm, config in configs.items():
+                _, grads = loss_and_grads(params[norm], tokens, targets, config)
+                per_seed[norm, depth].append(_block_gradient_norms(grads, depth))
     profiles = {}
-    for norm in ("post", "pre"):
-        for depth in PLACEMENT["depths"]:
-            config = _placement_config(norm, depth)
-            per_seed = []
-            for seed in PLACEMENT["seeds"]:
-                _, grads = loss_and_grads(init_params(config, seed), tokens, targets, config)
-                per_seed.append(_block_gradient_norms(grads, depth))
-            profile = np.array(per_seed)
-            profile.setflags(write=False)
-            profiles[(norm, depth)] = profile
+    for key, rows in per_seed.items():  # (post, 2), (post, 6), ..., (pre, 48): the order of the loops above
+        profile = np.array(rows)
+        profile.setflags(write=False)
+        profiles[key] = profile
     return profiles
 
 
