@@ -23,6 +23,7 @@ import numpy as np
 from ..reference._checks import require
 from ..reference.attention import attention, attention_backward, softmax, softmax_backward
 from ..reference.gradcheck import numerical_gradient, relative_error
+from .memo import shared
 
 __all__ = [
     "AttentionExample",
@@ -164,12 +165,15 @@ class SaturationCurves(NamedTuple):
     unscaled: np.ndarray  # [n_seeds, n_widths, n_c], scores Q K^T
 
 
+@shared  # the page and the figure run in separate processes: computed once, read by both
 def saturation_curves(seeds=SATURATION_SEEDS, d_ks=SATURATION_D_K, multipliers=SATURATION_MULTIPLIERS,
                       n_queries: int = SATURATION_QUERIES, n_keys: int = SATURATION_KEYS) -> SaturationCurves:
     """:func:`softmax_jacobian_norms` for every seed and key width, with and without the scale.
 
     Seed ``s`` and width ``d_k`` use the same draw with and without the scale, so the two
     curves of one seed differ only by the factor ``1/sqrt(d_k)`` on the scores.
+    The arrays are read-only: :func:`~.memo.shared` keeps the result for every caller with the
+    same arguments.
 
     Examples
     --------

@@ -43,6 +43,7 @@ from ..reference import (
 )
 from ..reference._checks import require
 from ..reference.model import TransformerConfig, forward_backward, init_params
+from .memo import shared
 
 __all__ = [
     "COST_SIZES",
@@ -177,6 +178,10 @@ def cost_sweep(sizes=COST_SIZES, fixed: int = COST_FIXED, width: int = 32) -> di
 
     Returns ``{"wide": [...], "tall": [...]}``: lists of the dicts of
     :func:`jacobian_cost` for wide Jacobians (many inputs) and tall ones (many outputs).
+
+    Not shared between processes (:func:`~.memo.shared`), although the page and its figure both
+    run it: it records graphs on the engine, whose node numbers count up per process, and the page
+    prints node numbers after it; reading the sweep from another process would change them.
     """
     return {"wide": [jacobian_cost(n, fixed, width) for n in sizes],
             "tall": [jacobian_cost(fixed, m, width) for m in sizes]}
@@ -593,6 +598,7 @@ def _distinct_bytes(arrays) -> int:
     return int(sum(a.nbytes for a in owners.values()))
 
 
+@shared  # the page and the figure run in separate processes: computed once, read by both
 def attention_saved_bytes(lengths=MEMORY_LENGTHS, d_head: int = 16, n_heads: int = 4, batch: int = 1,
                           seed: int = 0) -> dict:
     """Bytes that attention keeps for its backward pass as the sequence grows, both ways.
@@ -606,7 +612,7 @@ def attention_saved_bytes(lengths=MEMORY_LENGTHS, d_head: int = 16, n_heads: int
     -------
     dict
         ``lengths``, ``standard`` (Q, K, V, A), ``weights`` (A alone),
-        ``efficient`` (Q, K, V, O, lse): integer arrays of bytes.
+        ``efficient`` (Q, K, V, O, lse): integer arrays of bytes, read-only (:func:`~.memo.shared`).
     """
     rng = np.random.default_rng(seed)
     standard, weights, efficient = [], [], []

@@ -120,6 +120,7 @@ CHAIN_DEPTH = 50
 CHAIN_SCALES = (0.5, 0.9, 1.0, 1.5, 3.0)
 
 
+@shared  # the page and the figure run in separate processes: computed once, read by both
 def deep_chain_gradient_norms(depth: int, weight_scale: float, activation: str = "tanh", width: int = 64,
                               batch: int = 16, seed: int = 0) -> np.ndarray:
     """Gradient norm at every layer of a plain stack ``h_l = f(h_{l-1} W_l)``.
@@ -134,7 +135,8 @@ def deep_chain_gradient_norms(depth: int, weight_scale: float, activation: str =
     Returns
     -------
     ndarray, shape ``[depth + 1]``
-        ``||dL/dh_l||`` (Frobenius, over the batch) for ``l = 0 ... depth``.
+        ``||dL/dh_l||`` (Frobenius, over the batch) for ``l = 0 ... depth``; read-only, as
+        :func:`~.memo.shared` keeps it for every caller with the same arguments.
 
     Examples
     --------
@@ -217,6 +219,7 @@ def recurrent_examples(d_h: int = RNN_WIDTH) -> dict[str, np.ndarray]:
     }
 
 
+@shared  # the page and the figure run in separate processes: computed once, read by both
 def rnn_gradient_horizon(W_hh, horizons, input_scale: float, seeds=SEEDS, batch: int = 8) -> np.ndarray:
     """How much of a gradient at ``h_T`` reaches ``h_0``, for each horizon ``T`` and each seed.
 
@@ -236,7 +239,9 @@ def rnn_gradient_horizon(W_hh, horizons, input_scale: float, seeds=SEEDS, batch:
     Returns
     -------
     ndarray, shape ``[len(seeds), len(horizons)]``
-        ``||dL/dh_0|| / ||dL/dh_T||`` for every seed (the norms over that seed's batch).
+        ``||dL/dh_0|| / ||dL/dh_T||`` for every seed (the norms over that seed's batch); read-only,
+        as :func:`~.memo.shared` keeps it for every caller with the same arguments (``W_hh`` named
+        by its content).
     """
     W_hh = np.asarray(W_hh, dtype=np.float64)
     horizons = [int(T) for T in horizons]
@@ -484,17 +489,23 @@ def norm_placement_profiles() -> dict[tuple[str, int], np.ndarray]:
         and shared by the page and the figure.
     """
     tokens, targets = _placement_batch(PLACEMENT["batch"])
+    norms = ("post", "pre")
+    per_seed: dict[tuple[str, int], list] = {(norm, depth): [] for norm in norms for depth in PLACEMENT["depths"]}
+    for depth in PLACEMENT["depths"]:
+        configs = {norm: _placement_config(norm, depth) for norm in norms}
+        for seed in PLACEMENT["seeds"]:
+            # One initialisation serves both placements: pre-norm adds the final LayerNorm,
+            # whose scale and shift are ones and zeros, not drawn, so every other parameter is the same.
+            pre = init_params(configs["pre"], seed)
+            params = {"post": {k: v for k, v in pre.items() if not k.startswith("ln_final.")}, "pre": pre}
+            for norm, config in configs.items():
+                _, grads = loss_and_grads(params[norm], tokens, targets, config)
+                per_seed[norm, depth].append(_block_gradient_norms(grads, depth))
     profiles = {}
-    for norm in ("post", "pre"):
-        for depth in PLACEMENT["depths"]:
-            config = _placement_config(norm, depth)
-            per_seed = []
-            for seed in PLACEMENT["seeds"]:
-                _, grads = loss_and_grads(init_params(config, seed), tokens, targets, config)
-                per_seed.append(_block_gradient_norms(grads, depth))
-            profile = np.array(per_seed)
-            profile.setflags(write=False)
-            profiles[(norm, depth)] = profile
+    for key, rows in per_seed.items():  # (post, 2), (post, 6), ..., (pre, 48): the order of the loops above
+        profile = np.array(rows)
+        profile.setflags(write=False)
+        profiles[key] = profile
     return profiles
 
 

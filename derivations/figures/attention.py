@@ -14,8 +14,6 @@ superscripts), because mathtext on every tick would triple the drawing time.
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
@@ -87,10 +85,6 @@ def attention_weights() -> str:
     return to_svg(fig)
 
 
-# Computed once per process: the phone layout is drawn from the same numbers right after the column's.
-_saturation_curves = functools.cache(saturation_curves)
-
-
 @register("softmax_saturation", narrow=True)
 def softmax_saturation() -> str:
     """Mean softmax-Jacobian norm against a score multiplier, per ``d_k``, scaled and unscaled, over seeds.
@@ -98,7 +92,7 @@ def softmax_saturation() -> str:
     Each width and style is a line (the median over the seeds, ``gid``
     ``saturation-dk{d_k}-scaled`` or ``-unscaled``) over a band (the range, ``...-band``).
     """
-    curves = _saturation_curves()
+    curves = saturation_curves()  # shared: computed once per build, for the page and both layouts
     c = curves.multipliers
     fig, ax = figure(figsize=(6.8, 4.4), narrow={"figsize": (4.6, 5.2)})
     colors = ("#1b9e77", "#d95f02", "#7570b3")

@@ -143,7 +143,7 @@ def linear(x, W, b=None):
     with np.errstate(invalid="ignore", over="ignore"):
         y = _last_axis_matmul(x, W)
         if b is not None:
-            y = y + b
+            y += b  # y is the product's own new array: adding in place saves a second one of its size
     return y, LinearCache(x, W, b is not None)
 
 
