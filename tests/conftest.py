@@ -255,9 +255,10 @@ def pytest_collection_modifyitems(config, items) -> None:
     silently spread over both workers, and each built its module fixtures (browsers, sites) again.
     This appends the suffix where xdist's own attempt did not take.
 
-    It also hands out the groups first, the longest first (``GROUPS_LONGEST_FIRST``): xdist deals the
-    first units of work to the workers in turn and the rest as they free up, so a long group begun
-    last would run on alone while the other worker idles.
+    It also puts the groups first, the longest first (``GROUPS_LONGEST_FIRST``): xdist deals the
+    units of work to the workers in this order as they free up (``scripts/test`` passes
+    ``--no-loadscope-reorder``; xdist would otherwise order them by their number of tests, and the
+    browser sweep, four tests long, would start late), so no long group runs on alone at the end.
     """
     if not getattr(config.option, "loadgroup", False):
         return
