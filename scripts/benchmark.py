@@ -48,6 +48,7 @@ ENV = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "OPENBLAS_NUM_THREADS": "1", "O
 BUDGETS = {"setup": None, "first-page": 30.0, "cold-build": 30.0, "warm-build": 5.0, "edit-refresh": 2.0,
            "verify": 5.0, "tests-cold": 120.0, "tests-warm": 60.0}
 CPU: list[float] = []  # CPU seconds of each run() in turn
+FAULTS: list[int] = []  # page faults of each run() in turn (major and minor)
 PROFILE = re.compile(r"build finished in .*?; background jobs \(wall\): (?P<jobs>.*?); sessions executed: (?P<sessions>.*)")
 
 
@@ -70,6 +71,7 @@ def run(command: list[str], cwd: Path) -> tuple[float, str]:
     elapsed = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     CPU.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    FAULTS.append(after.ru_majflt - before.ru_majflt + after.ru_minflt - before.ru_minflt)
     if result.returncode != 0:
         sys.exit(f"{' '.join(command)} failed in {cwd}:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return elapsed, result.stdout + result.stderr
@@ -88,7 +90,8 @@ def measure_builds(runs: int) -> dict[str, list[float]]:
             seconds, log = run(mkdocs(clone), clone)
             cold.append(seconds)
             print(f"  cold build: {seconds:.1f} s wall, {CPU[-1]:.1f} s CPU (all processes; {CPU[-1] / seconds:.2f} "
-                  f"cores busy on average; load average before it {load:.1f})", flush=True)
+                  f"cores busy on average; load average before it {load:.1f}; {FAULTS[-1] / 1e6:.2f} M page faults)",
+                  flush=True)
             profiles.append(next((m.group(0) for m in PROFILE.finditer(log)), "no profile line"))
             for _ in range(2):
                 warm.append(run(mkdocs(clone), clone)[0])
@@ -189,6 +192,19 @@ def measure_setup(runs: int) -> dict[str, list[float]]:
     return {"setup": times}
 
 
+def calibration() -> float:
+    """CPU seconds of a fixed pure-Python loop, the best of three: tells a slower processor from a
+    slower build when runs of different days are compared. (On these virtual machines the same cold
+    build's CPU time also moved by a tenth between runs minutes apart while this loop did not; the
+    page faults printed with each cold build are one place to look.)"""
+    best = float("inf")
+    for _ in range(3):
+        start = time.process_time()
+        sum(i * i for i in range(2 * 10**7))
+        best = min(best, time.process_time() - start)
+    return best
+
+
 MEASURES = {"builds": measure_builds, "serve": measure_serve, "verify": measure_verify, "tests": measure_tests,
             "setup": measure_setup}
 
@@ -201,6 +217,8 @@ def main() -> int:
     args = parser.parse_args()
     chosen = [name for name in args.only.split(",") if name] + (["setup"] if args.setup else [])
     results: dict[str, list[float]] = {}
+    print(f"machine speed: {calibration():.2f} s of CPU for a fixed Python loop (0.87-0.90 on the 2-core machine "
+          f"of the closing notes)", flush=True)
     for name in chosen:
         print(f"measuring {name} ...", flush=True)
         results.update(MEASURES[name](1 if name == "setup" else args.runs))  # setup downloads: once
