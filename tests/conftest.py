@@ -238,7 +238,6 @@ def exercise_site(tmp_path_factory) -> Path:
     (docs / "index.md").write_text("# Home\n\nSee [the exercises](exercises.md).\n")
     for name in ("exercises.md", "claims.md", "derivations.md", "assets/site.css", "assets/exercises.js"):
         shutil.copy(DOCS / name, docs / name)
-    # Every exercise on one page of this small site (the real site has a page per chapter).
     markers = [line for page in sorted((DOCS / "questions").glob("*.md"))
                for line in page.read_text(encoding="utf-8").splitlines() if line.startswith("[[exercise:")]
     (docs / "all.md").write_text("# All exercises\n\n" + "\n\n".join(markers) + "\n")
