@@ -54,6 +54,14 @@ def path_for(kind: str, key: str, suffix: str) -> Path:
     return folder / f"{key}{suffix}"
 
 
+def store_for(kind: str, name: str, code: Path, versions: str) -> Path:
+    """The JSON store ``.cache/build/<kind>/<name>-<key>.json`` of results that ``code`` (a file)
+    computes with libraries at ``versions``: an edit to the file or another version gives a new key,
+    so a store never serves what other code computed."""
+    key = hashlib.sha256(code.read_bytes() + versions.encode()).hexdigest()[:16]
+    return path_for(kind, f"{name}-{key}", ".json")
+
+
 def read_json_store(path: Path | None) -> dict:
     """The dict a :func:`write_json_store` left at ``path``; empty when there is none, or when the file
     is torn or not ours (a store only saves work: starting afresh is always right)."""

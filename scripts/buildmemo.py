@@ -27,7 +27,7 @@ import importlib.metadata
 import json
 from pathlib import Path
 
-from buildcache import path_for, read_json_store, write_json_store
+from buildcache import read_json_store, store_for, write_json_store
 
 LIBRARIES = ("mkdocs-material", "pymdown-extensions", "pygments", "markdown")
 
@@ -39,8 +39,7 @@ ORIGINAL: dict = {}  # the wrapped functions, as the libraries define them
 
 def _store() -> Path:
     versions = "".join(f"{name}=={importlib.metadata.version(name)}" for name in LIBRARIES)
-    key = hashlib.sha256(Path(__file__).read_bytes() + versions.encode()).hexdigest()[:16]
-    return path_for("memo", f"pages-{key}", ".json")
+    return store_for("memo", "pages", Path(__file__), versions)
 
 
 def new_build() -> None:

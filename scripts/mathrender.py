@@ -8,7 +8,6 @@ message instead of reaching the reader as red text.
 
 from __future__ import annotations
 
-import hashlib
 import html
 import json
 import re
@@ -17,7 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from buildcache import path_for, read_json_store, write_json_store
+from buildcache import read_json_store, store_for, write_json_store
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_SCRIPT = ROOT / "scripts" / "katex_render.js"
@@ -108,8 +107,7 @@ class KatexRenderer:
 def store_path() -> Path:
     """Where the build keeps its renderings: keyed on the KaTeX version and the Node script."""
     katex = json.loads((KATEX_DIST.parent / "package.json").read_text(encoding="utf-8"))["version"]
-    key = hashlib.sha256(NODE_SCRIPT.read_bytes() + katex.encode()).hexdigest()[:16]
-    return path_for("katex", f"formulas-{key}", ".json")
+    return store_for("katex", "formulas", NODE_SCRIPT, katex)
 
 
 _SHARED: KatexRenderer | None = None

@@ -13,13 +13,12 @@ formulas it has read before instead of parsing them again.
 
 from __future__ import annotations
 
-import hashlib
 import html
 import json
 import re
 from pathlib import Path
 
-from buildcache import path_for, read_json_store, write_json_store
+from buildcache import read_json_store, store_for, write_json_store
 
 _readings: dict[str, str | None] = {}  # formula -> its Unicode reading; None: pylatexenc cannot read it
 
@@ -75,5 +74,4 @@ def rewrite_index(path: Path) -> int:
 def _stored_readings() -> Path:
     from importlib.metadata import version
 
-    key = hashlib.sha256(Path(__file__).read_bytes() + version("pylatexenc").encode()).hexdigest()[:16]
-    return path_for("search", f"readings-{key}", ".json")
+    return store_for("search", "readings", Path(__file__), version("pylatexenc"))

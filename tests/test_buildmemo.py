@@ -136,3 +136,17 @@ def test_the_katex_store_stays_bounded(tmp_path) -> None:
     with mathrender.KatexRenderer(store, keep=5) as katex:
         katex.render("d", False)  # under the limit: everything stays
     assert set(json.loads(store.read_text())) == {"Ic", "Id"}
+
+
+def test_a_store_is_keyed_on_its_code_and_library_versions(tmp_path) -> None:
+    """The memo, the KaTeX renderings and the formula readings each live in a store named by the file
+    that computes them and the library versions: either changing must give another store."""
+    from buildcache import store_for
+
+    code = tmp_path / "code.py"
+    code.write_text("print(1)\n")
+    first = store_for("memo", "test", code, "lib==1.0")
+    assert store_for("memo", "test", code, "lib==1.0") == first
+    assert store_for("memo", "test", code, "lib==1.1") != first
+    code.write_text("print(2)\n")
+    assert store_for("memo", "test", code, "lib==1.0") != first
