@@ -242,15 +242,14 @@ class PageRuns:
                     self._results[page, session] = run
                 else:
                     missing.append((page, session, key))
-        self._pool = None
         self.last_finished: float | None = None  # perf_counter() when the last executed session ended
         if missing:
-            self._pool = ThreadPoolExecutor(max_workers=max(1, workers))
+            pool = ThreadPoolExecutor(max_workers=max(1, workers))
             for page, session, key in missing:
-                future = self._pool.submit(_run_in_child, docs, page, session, key)
+                future = pool.submit(_run_in_child, docs, page, session, key)
                 future.add_done_callback(self._finished)
                 self._pending[page, session] = future
-            self._pool.shutdown(wait=False)
+            pool.shutdown(wait=False)  # the queued sessions still run; the pool takes no more
 
     def _finished(self, _future) -> None:
         import time
