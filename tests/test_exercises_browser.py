@@ -12,6 +12,7 @@ every exercise in one round trip into the page.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import NamedTuple
@@ -43,8 +44,8 @@ def browser():
 
 
 class Opened(NamedTuple):
-    """A page of its own browser context, with what goes wrong in it (``problems()``)."""
-    context: object
+    """A page of its own browser context (:func:`_open` closes it), with what goes wrong in it
+    (``problems()``)."""
     page: object
     watch: PageWatch
     guard: OffsiteGuard
@@ -57,25 +58,28 @@ class Opened(NamedTuple):
         self.guard.seen.clear()
 
 
-def _open(browser, url: str, **context_options) -> Opened:
-    """The page at ``url`` in a context of its own: every request that leaves localhost, console
-    error, page error, failed request and HTTP error is recorded."""
+@contextlib.contextmanager
+def _open(browser, url: str, **context_options):
+    """The page at ``url`` in a context of its own, closed on leaving: every request that leaves
+    localhost, console error, page error, failed request and HTTP error is recorded."""
     context = browser.new_context(service_workers="block", **context_options)
-    guard = OffsiteGuard()
-    guard.attach(context)
-    page = context.new_page()
-    guard.page = "/all/"
-    watch = PageWatch(page, label="/all/")
-    page.goto(url, wait_until="load")
-    return Opened(context, page, watch, guard)
+    try:
+        guard = OffsiteGuard()
+        guard.attach(context)
+        page = context.new_page()
+        guard.page = "/all/"
+        watch = PageWatch(page, label="/all/")
+        page.goto(url, wait_until="load")
+        yield Opened(page, watch, guard)
+    finally:
+        context.close()
 
 
 @pytest.fixture(scope="module")
 def shared(server: str, browser):
     """One page for the tests to whom what other tests typed or picked there does not matter."""
-    opened = _open(browser, server, color_scheme="light")
-    yield opened
-    opened.context.close()
+    with _open(browser, server, color_scheme="light") as opened:
+        yield opened
 
 
 @pytest.fixture
@@ -88,9 +92,8 @@ def opened(shared: Opened):
 
 @pytest.fixture(scope="module")
 def shared_dark(server: str, browser):
-    opened = _open(browser, server, color_scheme="dark")
-    yield opened
-    opened.context.close()
+    with _open(browser, server, color_scheme="dark") as opened:
+        yield opened
 
 
 @pytest.fixture
@@ -282,16 +285,15 @@ def test_feedback_is_readable_in_both_colour_schemes(request, scheme: str) -> No
 
 
 def test_a_phone_can_use_every_exercise(server: str, browser) -> None:
-    phone = _open(browser, server, **PHONE)
-    page = phone.page
-    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
-    assert overflow <= 0, f"the page scrolls sideways by {overflow} px"
-    too_wide = page.evaluate("""() => [...document.querySelectorAll('.exercise input, .exercise button')]
-        .filter(e => { const r = e.getBoundingClientRect(); return r.left < 0 || r.right > window.innerWidth; })
-        .map(e => e.closest('.exercise').id)""")
-    assert not too_wide, too_wide
-    part = page.locator("#exercise-transformer-loss-gradient .exercise-part")
-    part.locator("input").tap()
-    assert _feedback_after(page, part, _typed(json.loads(part.get_attribute("data-answer")))) == "Correct."
-    phone.context.close()
+    with _open(browser, server, **PHONE) as phone:
+        page = phone.page
+        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"the page scrolls sideways by {overflow} px"
+        too_wide = page.evaluate("""() => [...document.querySelectorAll('.exercise input, .exercise button')]
+            .filter(e => { const r = e.getBoundingClientRect(); return r.left < 0 || r.right > window.innerWidth; })
+            .map(e => e.closest('.exercise').id)""")
+        assert not too_wide, too_wide
+        part = page.locator("#exercise-transformer-loss-gradient .exercise-part")
+        part.locator("input").tap()
+        assert _feedback_after(page, part, _typed(json.loads(part.get_attribute("data-answer")))) == "Correct."
     assert not phone.problems(), "\n".join(phone.problems())
