@@ -160,7 +160,9 @@ def _identical(claim, build) -> bool:
 # A mutation that leaves the expression as it was (scaling a part that is 0, swapping the indices of
 # a symmetric term) cannot be rejected, and is not a test: it is set aside here, at collection, and
 # test_identical_variants_are_only_zero_scalings_and_symmetric_swaps says which they are.
-_ALL = [(claim.id, name, _identical(claim, build)) for claim in CLAIMS for name, build in _variants(claim)]
+_BUILDS = {claim.id: dict(_variants(claim)) for claim in CLAIMS}  # naming a variant prints it: once
+_ALL = [(claim_id, name, _identical(get_claim(claim_id), build)) for claim_id, builds in _BUILDS.items()
+        for name, build in builds.items()]
 MUTATIONS = [(claim_id, name) for claim_id, name, identical in _ALL if not identical]
 IDENTICAL = [(claim_id, name) for claim_id, name, identical in _ALL if identical]
 
@@ -168,7 +170,7 @@ IDENTICAL = [(claim_id, name) for claim_id, name, identical in _ALL if identical
 @pytest.mark.parametrize(("claim_id", "mutation"), MUTATIONS)
 def test_checker_rejects_a_wrong_expression(claim_id: str, mutation: str) -> None:
     claim = get_claim(claim_id)
-    make = dict(_variants(claim))[mutation]
+    make = _BUILDS[claim_id][mutation]
     try:
         wrong = make()
     except (ValueError, TypeError, sp.matrices.ShapeError):  # the expression cannot even be built: rejected

@@ -15,6 +15,7 @@ their indices become identical.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from typing import Any, Iterator, NamedTuple
@@ -61,6 +62,7 @@ class Meaning:
             self.defs[parent] = (indices, _at(definition, point))
         self.outputs = [_at(output, point) for output in op.outputs]
         self._pairing = None
+        self._calls: dict = {}  # each expression's meaning, once: the variants of a claim share a side
         self._elements: dict = {}  # a component's meaning, once: formulas mention the same ones many times
         self.inputs = {}
         for _, definition in self.defs.values():
@@ -104,7 +106,13 @@ class Meaning:
 
     def __call__(self, expr):
         """``expr`` with every name replaced by its meaning, derivatives taken."""
-        expr = _defer_derivatives(sp.sympify(expr))
+        expr = sp.sympify(expr)
+        if expr not in self._calls:
+            self._calls[expr] = self._mean(expr)
+        return self._calls[expr]
+
+    def _mean(self, expr):
+        expr = _defer_derivatives(expr)
         expr = expr.replace(lambda e: isinstance(e, Contraction), lambda e: sp.Sum(e.function, *e.limits))
         if self.point:  # write out sums with numeric bounds, leaving what they sum untouched
             expr = expr.replace(lambda e: isinstance(e, sp.Sum), _write_out)
@@ -148,12 +156,28 @@ def _atoms(expr, kind) -> set:
 # ----------------------------------------------------------------------------- cases
 
 
-def cases(lhs, rhs, op: Op, where: tuple = (), when=None, points: list[dict] | None = None,
-          meanings: dict | None = None) -> Iterator[Case]:
+MEANINGS_KEPT = 512  # the claims tests make about 160, and the process grows by no measurable memory
+
+
+@functools.lru_cache(maxsize=MEANINGS_KEPT)
+def _meaning(op: Op, point: tuple, where: tuple) -> Meaning:
+    return Meaning(op, dict(point), where)
+
+
+def meaning_of(op: Op, point: dict, where: tuple) -> Meaning:
+    """The :class:`Meaning` of ``op`` at ``point`` under ``where``, made once and kept.
+
+    A meaning is a pure function of these (it only ever adds to its caches what it would compute
+    again), so sharing it changes no result; it saves rebuilding the pairing and the components
+    each claim about the op uses, which its wrong variants in the tests use again and again."""
+    return _meaning(op, tuple(point.items()), tuple(where))
+
+
+def cases(lhs, rhs, op: Op, where: tuple = (), when=None, points: list[dict] | None = None) -> Iterator[Case]:
     """One :class:`Case` for every size of the op and every component of ``lhs``.
 
-    ``meanings`` (optional) keeps the :class:`Meaning` of each size between calls for the same
-    op and ``where``: the parts of one claim then share its work (the pairing, each component)."""
+    The :class:`Meaning` of each size is kept (:func:`meaning_of`), so the parts of a claim, its
+    steps, the screen before its proof and other claims about the same op share its work."""
     lhs, rhs = _defer_derivatives(sp.sympify(lhs)), _defer_derivatives(sp.sympify(rhs))
     for point in op.points() if points is None else points:
         label = ", ".join(f"{s}={v}" for s, v in point.items())
@@ -163,12 +187,7 @@ def cases(lhs, rhs, op: Op, where: tuple = (), when=None, points: list[dict] | N
                 L, R = op.expand(L, point, where), op.expand(R, point, where)
             if substitution:
                 L, R = L.xreplace(substitution), R.xreplace(substitution)
-            key = (tuple(point.items()), tuple(substitution.items()))
-            meaning = meanings.get(key) if meanings is not None else None
-            if meaning is None:
-                meaning = Meaning(op, point, where)
-                if meanings is not None:
-                    meanings[key] = meaning
+            meaning = meaning_of(op, point, where)
             for name, left, right, ranges in _components(L, R, bool(point), when=_at(when, point)):
                 yield Case(f"{label} {name}".strip(), meaning(left), meaning(right), ranges)
 

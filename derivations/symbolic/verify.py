@@ -106,8 +106,7 @@ def _screen(item: Claim | Derivation) -> str | None:
             pairs = [(f"part {p}: ", l, r, item.when) for p, (l, r) in enumerate(zip(item.lhs.args, item.rhs.args))]
         else:
             pairs = [("", item.lhs, item.rhs, item.when)]
-        shared: dict = {}  # one meaning per size for all the parts
-        streams = [(label, itertools.islice(cases(l, r, item.op, item.where, when, points, shared), SAMPLE))
+        streams = [(label, itertools.islice(cases(l, r, item.op, item.where, when, points), SAMPLE))
                    for label, l, r, when in pairs]
         return counterexample(_in_turn(streams), item.id)
     except Exception:  # noqa: BLE001 - a formula the screen cannot write out is left to the proof
