@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -87,17 +88,14 @@ def test_build_is_reproducible(built_site: Path, tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- bad input fails the build
 
 
-def mini_site(tmp_path: Path, page: str, notebook_cell: str | None = None) -> subprocess.CompletedProcess:
-    """Build a one-page site with the real configuration and hooks; with ``notebook_cell``, also a
-    notebook ``nb.ipynb`` whose first cell is that Markdown and whose second prints 42."""
+def mini_site(tmp_path: Path, page: str) -> subprocess.CompletedProcess:
+    """Build a one-page site with the real configuration and hooks (the exercises' tests use it)."""
     docs = tmp_path / "docs"
     docs.mkdir()
-    (docs / "index.md").write_text("# Home\n\nSee [the page](page.md)" + (" and [the notebook](nb.ipynb)" if notebook_cell else "") + ".\n")
+    (docs / "index.md").write_text("# Home\n\nSee [the page](page.md).\n")
     (docs / "page.md").write_text(page)
     for registry_page in ("claims.md", "derivations.md"):  # the registry's two pages link to each other
         (docs / registry_page).write_text((ROOT / "docs" / registry_page).read_text())
-    if notebook_cell is not None:
-        write_notebook(docs / "nb.ipynb", notebook_cell)
     return mkdocs_build(tmp_path / "site", write_config(tmp_path, docs, nav=None))
 
 
@@ -146,25 +144,47 @@ BAD_NOTEBOOK_CELLS = {
 }
 
 
+GOOD_PAGE = (
+    "# P\n\n## Section\n\nInline \\( \\delta^{i}_{m} \\) and a claim:\n\n[[claim: softmax.jacobian]]\n\n"
+    '```python exec="on" session="good"\nprint("computed", 6 * 7)\n```\n\n[back](index.md) and [here](#section).\n'
+)
+GOOD_NOTEBOOK_CELL = "# NB\n\n[[claim: softmax.vjp]]\n\nThen $x^{2}$ and $$\\frac{a}{b}$$ here."
+
+
+class MixedSite(NamedTuple):
+    site: Path
+    log: str
+
+
 @pytest.fixture(scope="module")
-def bad_site_log(tmp_path_factory) -> str:
+def mixed_site(tmp_path_factory) -> MixedSite:
     """One site holding every bad page (bad0.md, bad1.md, ...) and every bad notebook (nb0.ipynb,
-    ...), built once: a strict build reports every problem it finds before it aborts, so each
-    page's error must be in this one log."""
-    root = tmp_path_factory.mktemp("bad-site")
+    ...), and as their control a page and a notebook that use every feature correctly (good.md,
+    good-nb.ipynb), built once with the real configuration and hooks. A strict build reports every
+    problem it finds, and writes every page, before it aborts: so each bad page's error must be in
+    this one log, no error may name the good ones, and their pages must be complete."""
+    root = tmp_path_factory.mktemp("mixed-site")
     docs = root / "docs"
     docs.mkdir()
     links = "".join(f"- [{name}]({name}.md)\n" for name in BAD_NAMES.values())
     links += "".join(f"- [nb{n}](nb{n}.ipynb)\n" for n in range(len(BAD_NOTEBOOK_CELLS)))
-    (docs / "index.md").write_text(f"# Home\n\n{links}")
-    (docs / "claims.md").write_text((ROOT / "docs" / "claims.md").read_text())
+    (docs / "index.md").write_text(f"# Home\n\n{links}- [good](good.md)\n- [good notebook](good-nb.ipynb)\n")
+    for registry_page in ("claims.md", "derivations.md"):  # the registry's two pages link to each other
+        (docs / registry_page).write_text((ROOT / "docs" / registry_page).read_text())
     for kind, (page, _) in BAD_PAGES.items():
         (docs / f"{BAD_NAMES[kind]}.md").write_text(page.replace('session="page"', f'session="{BAD_NAMES[kind]}"'))
     for number, (cell, _) in enumerate(BAD_NOTEBOOK_CELLS.values()):
         write_notebook(docs / f"nb{number}.ipynb", cell)
+    (docs / "good.md").write_text(GOOD_PAGE)
+    write_notebook(docs / "good-nb.ipynb", GOOD_NOTEBOOK_CELL)
     result = mkdocs_build(root / "site", write_config(root, docs, nav=None))
     assert result.returncode != 0, "a site made of bad pages built"
-    return result.stdout + result.stderr
+    return MixedSite(root / "site", result.stdout + result.stderr)
+
+
+@pytest.fixture(scope="module")
+def bad_site_log(mixed_site: MixedSite) -> str:
+    return mixed_site.log
 
 
 @pytest.mark.parametrize("kind", list(BAD_PAGES))
@@ -176,26 +196,21 @@ def test_bad_input_fails_the_build(bad_site_log: str, kind: str) -> None:
     assert message in bad_site_log, f"{kind}: the error does not say {message!r}\n{bad_site_log}"
 
 
-GOOD_PAGE = (
-    "# P\n\n## Section\n\nInline \\( \\delta^{i}_{m} \\) and a claim:\n\n[[claim: softmax.jacobian]]\n\n"
-    '```python exec="on" session="page"\nprint("computed", 6 * 7)\n```\n\n[back](index.md) and [here](#section).\n'
-)
-GOOD_NOTEBOOK_CELL = "# NB\n\n[[claim: softmax.vjp]]\n\nThen $x^{2}$ and $$\\frac{a}{b}$$ here."
+def test_good_page_and_notebook_beside_the_bad_ones_are_complete(mixed_site: MixedSite) -> None:
+    page = (mixed_site.site / "good" / "index.html").read_text(encoding="utf-8")
+    assert "computed 42" in page and 'class="katex"' in page and "claim-badge" in page
+    notebook = (mixed_site.site / "good-nb" / "index.html").read_text(encoding="utf-8")
+    assert notebook.count('class="katex"') >= 3 and "claim-badge" in notebook and "42" in notebook
 
 
-@pytest.fixture(scope="module")
-def good_site(tmp_path_factory) -> Path:
-    """The control for the bad pages and notebooks below: a page and a notebook using every feature
-    correctly, in one small site built with the real configuration and hooks."""
-    root = tmp_path_factory.mktemp("good-site")
-    result = mini_site(root, GOOD_PAGE, notebook_cell=GOOD_NOTEBOOK_CELL)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return root / "site"
-
-
-def test_good_mini_site_builds(good_site: Path) -> None:
-    html = (good_site / "page" / "index.html").read_text(encoding="utf-8")
-    assert "computed 42" in html and 'class="katex"' in html and "claim-badge" in html
+def test_every_error_comes_from_a_bad_page(mixed_site: MixedSite) -> None:
+    """The control of the bad pages: the good page and notebook built beside them raise nothing,
+    so each error below is the bad input's own and not the harness's or the hooks'."""
+    records = re.split(r"\n(?=[A-Z]+ +- )", mixed_site.log)  # a record: its line and the lines it continues on
+    problems = [record for record in records if record.startswith(("ERROR", "WARNING"))]
+    assert len(problems) >= len(BAD_PAGES) + len(BAD_NOTEBOOK_CELLS), mixed_site.log
+    unexplained = [record for record in problems if not re.search(r"\b(bad\d+\.md|nb\d+\.ipynb)\b", record)]
+    assert not unexplained, "\n".join(unexplained)
 
 
 def test_internal_links_and_anchors_resolve(built_site: Path) -> None:
@@ -233,11 +248,6 @@ def test_bad_notebook_fails_the_build(bad_site_log: str, kind: str) -> None:
     page = f"docs/nb{list(BAD_NOTEBOOK_CELLS).index(kind)}.ipynb"
     lines = [line for line in bad_site_log.splitlines() if page in line and message in line]
     assert lines, f"{kind}: no error in {page} saying {message!r}\n{bad_site_log}"
-
-
-def test_good_notebook_builds(good_site: Path) -> None:
-    html = (good_site / "nb" / "index.html").read_text(encoding="utf-8")
-    assert html.count('class="katex"') >= 3 and "claim-badge" in html and "42" in html
 
 
 def test_raw_source_finds_what_readers_must_not_see() -> None:
