@@ -279,8 +279,9 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 
 # The xdist groups by how long they take (the browser sweep, the exercise site and its browser, the
-# small sites, the notebook runs); a group not listed comes after these and before ungrouped tests.
-GROUPS_LONGEST_FIRST = ("layout", "exercise-sites", "site", "notebook")
+# claims' proofs, the small sites, the notebook runs); a group not listed comes after these and before
+# ungrouped tests.
+GROUPS_LONGEST_FIRST = ("layout", "exercise-sites", "claims", "site", "notebook")
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

@@ -28,6 +28,10 @@ from derivations.symbolic.registry import Claim, Op
 from derivations.symbolic.verify import verify_claim
 from mathrender import KatexRenderer
 
+# One worker runs the claims' tests: the proof engine keeps each op's meanings (proof.meaning_of), and
+# test_claims_extra uses the same ones; spread over two workers, each would build them all again.
+pytestmark = pytest.mark.xdist_group("claims")
+
 IDS = [c.id for c in CLAIMS]
 DERIVATION_IDS = [d.id for d in DERIVATIONS]
 

@@ -24,6 +24,10 @@ from derivations.symbolic import CLAIMS, get_claim, layers
 from derivations.symbolic.notation import Split, grad
 from derivations.symbolic.verify import verify_claim
 
+# One worker runs the claims' tests: the proof engine keeps each op's meanings (proof.meaning_of), and
+# test_claims uses the same ones; spread over two workers, each would build them all again.
+pytestmark = pytest.mark.xdist_group("claims")
+
 SHIFT = sp.Rational(1, 7)
 
 
