@@ -195,8 +195,8 @@ def measure_setup(runs: int) -> dict[str, list[float]]:
 def calibration() -> float:
     """CPU seconds of a fixed pure-Python loop, the best of three: how fast the machine is at the
     moment, to compare runs of different days. (On one afternoon on these virtual machines the same
-    cold build took from 50 to 69 s of CPU, and this loop from 0.83 to 0.91 s; the page faults printed
-    with each cold build are another place to look.)"""
+    cold build took from 50 to 69 s of CPU, and this loop from 0.83 to 0.91 s; on another day the loop
+    took 0.70 to 0.80 s. The page faults printed with each cold build are another place to look.)"""
     best = float("inf")
     for _ in range(3):
         start = time.process_time()
@@ -217,8 +217,8 @@ def main() -> int:
     args = parser.parse_args()
     chosen = [name for name in args.only.split(",") if name] + (["setup"] if args.setup else [])
     results: dict[str, list[float]] = {}
-    print(f"machine speed: {calibration():.2f} s of CPU for a fixed Python loop (0.83 to 0.91 s seen on the 2-core "
-          f"machine of the closing notes)", flush=True)
+    print(f"machine speed: {calibration():.2f} s of CPU for a fixed Python loop (0.70 to 0.91 s seen on the 2-core "
+          f"machine of the closing notes; the times below grow with it)", flush=True)
     for name in chosen:
         print(f"measuring {name} ...", flush=True)
         results.update(MEASURES[name](1 if name == "setup" else args.runs))  # setup downloads: once
