@@ -227,6 +227,13 @@ def built_site(tmp_path_factory) -> Path:
     return site
 
 
+def copy_registry_pages(docs: Path) -> None:
+    """The claims and derivations pages into a small site's ``docs``: the badges of its claims link
+    to them, and they link to each other."""
+    for name in ("claims.md", "derivations.md"):
+        shutil.copy(DOCS / name, docs / name)
+
+
 @pytest.fixture(scope="session")
 def exercise_site(tmp_path_factory) -> Path:
     """A small site with every exercise of the chapters on one page, ``all/`` (the real site has a
@@ -236,7 +243,8 @@ def exercise_site(tmp_path_factory) -> Path:
     docs = root / "docs"
     (docs / "assets").mkdir(parents=True)
     (docs / "index.md").write_text("# Home\n\nSee [the exercises](exercises.md).\n")
-    for name in ("exercises.md", "claims.md", "derivations.md", "assets/site.css", "assets/exercises.js"):
+    copy_registry_pages(docs)
+    for name in ("exercises.md", "assets/site.css", "assets/exercises.js"):
         shutil.copy(DOCS / name, docs / name)
     markers = [line for page in sorted((DOCS / "questions").glob("*.md"))
                for line in page.read_text(encoding="utf-8").splitlines() if line.startswith("[[exercise:")]

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import pytest
 
-from conftest import ROOT, mkdocs_build, write_config
+from conftest import copy_registry_pages, mkdocs_build, write_config
 
 pytestmark = pytest.mark.xdist_group("site")  # one worker builds the site once for all of these
 
@@ -94,8 +94,7 @@ def mini_site(tmp_path: Path, page: str) -> subprocess.CompletedProcess:
     docs.mkdir()
     (docs / "index.md").write_text("# Home\n\nSee [the page](page.md).\n")
     (docs / "page.md").write_text(page)
-    for registry_page in ("claims.md", "derivations.md"):  # the registry's two pages link to each other
-        (docs / registry_page).write_text((ROOT / "docs" / registry_page).read_text())
+    copy_registry_pages(docs)
     return mkdocs_build(tmp_path / "site", write_config(tmp_path, docs, nav=None))
 
 
@@ -169,8 +168,7 @@ def mixed_site(tmp_path_factory) -> MixedSite:
     links = "".join(f"- [{name}]({name}.md)\n" for name in BAD_NAMES.values())
     links += "".join(f"- [nb{n}](nb{n}.ipynb)\n" for n in range(len(BAD_NOTEBOOK_CELLS)))
     (docs / "index.md").write_text(f"# Home\n\n{links}- [good](good.md)\n- [good notebook](good-nb.ipynb)\n")
-    for registry_page in ("claims.md", "derivations.md"):  # the registry's two pages link to each other
-        (docs / registry_page).write_text((ROOT / "docs" / registry_page).read_text())
+    copy_registry_pages(docs)
     for kind, (page, _) in BAD_PAGES.items():
         (docs / f"{BAD_NAMES[kind]}.md").write_text(page.replace('session="page"', f'session="{BAD_NAMES[kind]}"'))
     for number, (cell, _) in enumerate(BAD_NOTEBOOK_CELLS.values()):
@@ -182,13 +180,9 @@ def mixed_site(tmp_path_factory) -> MixedSite:
     return MixedSite(root / "site", result.stdout + result.stderr)
 
 
-@pytest.fixture(scope="module")
-def bad_site_log(mixed_site: MixedSite) -> str:
-    return mixed_site.log
-
-
 @pytest.mark.parametrize("kind", list(BAD_PAGES))
-def test_bad_input_fails_the_build(bad_site_log: str, kind: str) -> None:
+def test_bad_input_fails_the_build(mixed_site: MixedSite, kind: str) -> None:
+    bad_site_log = mixed_site.log
     message = BAD_PAGES[kind][1].replace("docs/page.md", f"docs/{BAD_NAMES[kind]}.md")
     if "docs/" not in message:  # the page must be named even where the message itself does not name it
         lines = [line for line in bad_site_log.splitlines() if message in line]
@@ -243,7 +237,8 @@ def test_internal_links_and_anchors_resolve(built_site: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", list(BAD_NOTEBOOK_CELLS))
-def test_bad_notebook_fails_the_build(bad_site_log: str, kind: str) -> None:
+def test_bad_notebook_fails_the_build(mixed_site: MixedSite, kind: str) -> None:
+    bad_site_log = mixed_site.log
     _, message = BAD_NOTEBOOK_CELLS[kind]
     page = f"docs/nb{list(BAD_NOTEBOOK_CELLS).index(kind)}.ipynb"
     lines = [line for line in bad_site_log.splitlines() if page in line and message in line]
